@@ -56,8 +56,17 @@ class ImportConfig(_Section):
         ge=0,
         le=64,
         description=(
-            "Two images whose 64-bit perceptual hashes differ in at most this many bits are "
-            "near-duplicates and share a group."
+            "Two images are near-duplicate candidates when their 64-bit perceptual hashes "
+            "differ in at most this many bits."
+        ),
+    )
+    near_duplicate_min_correlation: float = Field(
+        default=0.85,
+        ge=-1,
+        le=1,
+        description=(
+            "A candidate pair is a near-duplicate (same group) when the correlation of its two "
+            "32x32 content thumbnails is at least this."
         ),
     )
 
@@ -107,7 +116,51 @@ class TrainConfig(_Section):
 class EvaluateConfig(_Section):
     """Evaluation settings."""
 
-    threshold: float = Field(default=0.5, gt=0, lt=1, description="Decision threshold on P(tumor).")
+    threshold: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Decision threshold on P(tumor) used when threshold_rule is 'fixed'.",
+    )
+    threshold_rule: Literal["youden", "sensitivity_floor", "fixed"] = Field(
+        default="youden",
+        description=(
+            "How the decision threshold is chosen on the validation split (never the test split): "
+            "'youden' maximises sensitivity + specificity - 1; 'sensitivity_floor' takes the "
+            "highest threshold whose validation sensitivity is at least min_sensitivity; 'fixed' "
+            "uses threshold."
+        ),
+    )
+    min_sensitivity: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Validation sensitivity the 'sensitivity_floor' threshold rule must reach.",
+    )
+    bootstrap_resamples: int = Field(
+        default=1000,
+        ge=0,
+        description="Bootstrap resamples of the test split for confidence intervals (0: none).",
+    )
+    bootstrap_seed: int = Field(default=0, description="Seed of the bootstrap resampling.")
+    confidence_level: float = Field(
+        default=0.95, gt=0, lt=1, description="Coverage of the bootstrap confidence intervals."
+    )
+    calibration_bins: int = Field(
+        default=10,
+        ge=2,
+        le=100,
+        description="Equal-width probability bins for the reliability diagram and the ECE.",
+    )
+    gradcam_examples_per_category: int = Field(
+        default=4,
+        ge=0,
+        le=32,
+        description=(
+            "Grad-CAM overlays per category (true positive, false positive, false negative); "
+            "0 disables Grad-CAM."
+        ),
+    )
 
 
 class TciaConfig(_Section):
@@ -140,6 +193,28 @@ class RegistryConfig(_Section):
 
     min_sensitivity: float = Field(default=0.8, ge=0, le=1, description="Promotion floor on sensitivity.")
     min_roc_auc: float = Field(default=0.8, ge=0, le=1, description="Promotion floor on ROC AUC.")
+    non_inferiority_margin: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description=(
+            "A challenger replaces the champion only if its decision metric is at least the "
+            "champion's minus this margin, both measured on the same test data."
+        ),
+    )
+    decision_metric: Literal[
+        "roc_auc",
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+        "balanced_accuracy",
+        "accuracy",
+        "f1",
+        "mcc",
+    ] = Field(
+        default="roc_auc",
+        description="Test metric (higher is better) compared between challenger and champion.",
+    )
 
 
 class PipelineConfig(BaseModel):

@@ -1,0 +1,291 @@
+"""The pipeline's stages as plain functions over paths and small records.
+
+Each stage reads its inputs from files named in a record, writes its outputs under a folder named
+by its *content key* (input hashes + config section + stage version), and returns a small record.
+A stage called again with the same key finds its finished output and does no work; Prefect tasks
+wrap these functions and add retries, caching and artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from braincls.atomic import write_json, write_parquet
+from braincls.config import (
+    EvaluateConfig,
+    ImportConfig,
+    PreprocessConfig,
+    SplitConfig,
+    TrainConfig,
+    stable_hash,
+)
+from braincls.hashing import sha256_file, tree_listing_hash
+from braincls.layout import DataLayout
+from braincls.manifest import (
+    IMAGE_COLUMNS,
+    PREPROCESSED_COLUMNS,
+    QUARANTINE_COLUMNS,
+    SPLIT_COLUMN,
+    SPLITS,
+    read_manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Stage code versions: bump one when its output for the same input changes.
+STAGE_VERSIONS = {"import": "1", "split": "1", "preprocess": "1", "train": "1", "evaluate": "1"}
+
+
+class StageOutputMissing(FileNotFoundError):
+    """A record names a file that is gone (deleted by hand after a cached run)."""
+
+
+def _require(path: Path) -> Path:
+    if not Path(path).exists():
+        raise StageOutputMissing(
+            f"{path}: output of an earlier stage is missing; rerun with --refresh "
+            "(or delete <data root>/.prefect-results) to rebuild it"
+        )
+    return Path(path)
+
+
+def stage_key(stage: str, *parts: object) -> str:
+    """Content key of a stage: its version plus the hashes and config it reads."""
+    return stable_hash({"stage": stage, "version": STAGE_VERSIONS[stage], "parts": parts})[:24]
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    """Output of the import stage."""
+
+    key: str
+    manifest_path: str
+    quarantine_path: str
+    class_names: list[str]
+    n_images: int
+    n_quarantined: int
+    n_groups: int
+    source: str
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """Output of the split stage."""
+
+    key: str
+    manifest_path: str
+    quarantine_path: str
+    class_names: list[str]
+    strategy: str
+    counts: dict[str, dict[str, int]]
+    source: str
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Output of the preprocess stage: the training-ready manifest."""
+
+    key: str
+    manifest_path: str
+    manifest_sha256: str
+    quarantine_path: str
+    class_names: list[str]
+    strategy: str
+    image_size_px: int
+    counts: dict[str, dict[str, int]]
+    source: str
+    n_written: int = 0
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Output of the training stage."""
+
+    key: str
+    model_dir: str
+    model_path: str
+    model_sha256: str
+    model_name: str
+    epochs_run: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _write_record(path: Path, record: Any) -> None:
+    write_json(path, asdict(record))
+
+
+def _read_record(path: Path, cls: type[Any]) -> Any:
+    return cls(**json.loads(Path(path).read_text()))
+
+
+def import_key(images_dir: Path, config: ImportConfig) -> str:
+    """Key of the import stage: the folder's listing (paths, sizes, mtimes) and the config."""
+    return stage_key("import", str(Path(images_dir).resolve()), tree_listing_hash(images_dir), config.config_hash())
+
+
+def run_import(images_dir: Path, layout: DataLayout, config: ImportConfig) -> ImportRecord:
+    """Import a class-per-folder image set into an images manifest and a quarantine table."""
+    from braincls.data import import_image_folder
+
+    key = import_key(images_dir, config)
+    folder = layout.manifests / "import" / key
+    record_path = folder / "record.json"
+    if record_path.is_file():
+        return _read_record(record_path, ImportRecord)
+    result = import_image_folder(images_dir, config)
+    write_parquet(folder / "images.parquet", result.manifest)
+    write_parquet(folder / "quarantine.parquet", result.quarantine)
+    record = ImportRecord(
+        key=key,
+        manifest_path=str(folder / "images.parquet"),
+        quarantine_path=str(folder / "quarantine.parquet"),
+        class_names=list(result.class_names),
+        n_images=len(result.manifest),
+        n_quarantined=len(result.quarantine),
+        n_groups=int(result.manifest["group_id"].nunique()),
+        source=str(Path(images_dir).resolve().name),
+    )
+    _write_record(record_path, record)
+    return record
+
+
+def _counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        part = frame[frame[SPLIT_COLUMN] == split]
+        counts[split] = {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()}
+    return counts
+
+
+def split_key(record: ImportRecord, config: SplitConfig) -> str:
+    """Key of the split stage: the images manifest's bytes and the split config."""
+    return stage_key("split", sha256_file(_require(Path(record.manifest_path))), config.config_hash())
+
+
+def run_split(record: ImportRecord, layout: DataLayout, config: SplitConfig) -> SplitRecord:
+    """Assign train / val / test, by near-duplicate group (or patient) unless told otherwise."""
+    from braincls.data import split_manifest
+
+    key = split_key(record, config)
+    folder = layout.manifests / "split" / key
+    record_path = folder / "record.json"
+    if record_path.is_file():
+        return _read_record(record_path, SplitRecord)
+    manifest = read_manifest(_require(Path(record.manifest_path)))
+    frame = split_manifest(manifest, config)
+    write_parquet(folder / "split.parquet", frame)
+    out = SplitRecord(
+        key=key,
+        manifest_path=str(folder / "split.parquet"),
+        quarantine_path=record.quarantine_path,
+        class_names=record.class_names,
+        strategy=config.strategy,
+        counts=_counts(frame),
+        source=record.source,
+    )
+    _write_record(record_path, out)
+    return out
+
+
+def preprocess_key_for(record: SplitRecord, config: PreprocessConfig) -> str:
+    """Key of the preprocess stage: the split manifest's bytes and the preprocess config."""
+    return stage_key("preprocess", sha256_file(_require(Path(record.manifest_path))), config.config_hash())
+
+
+def run_preprocess(record: SplitRecord, layout: DataLayout, config: PreprocessConfig) -> DatasetRecord:
+    """Store every image at the training size; the dataset manifest names each stored PNG."""
+    from braincls.preprocess import preprocess_manifest
+
+    key = preprocess_key_for(record, config)
+    folder = layout.manifests / "dataset" / key
+    record_path = folder / "record.json"
+    if record_path.is_file():
+        return _read_record(record_path, DatasetRecord)
+    manifest = read_manifest(
+        _require(Path(record.manifest_path)), {**IMAGE_COLUMNS, SPLIT_COLUMN: "string"}
+    )
+    frame, written = preprocess_manifest(manifest, layout, config)
+    path = write_parquet(folder / "dataset.parquet", frame)
+    out = DatasetRecord(
+        key=key,
+        manifest_path=str(path),
+        manifest_sha256=sha256_file(path),
+        quarantine_path=record.quarantine_path,
+        class_names=record.class_names,
+        strategy=record.strategy,
+        image_size_px=config.image_size_px,
+        counts=record.counts,
+        source=record.source,
+        n_written=written,
+    )
+    _write_record(record_path, out)
+    return out
+
+
+def read_dataset(record: DatasetRecord) -> pd.DataFrame:
+    """The training-ready manifest named by ``record``."""
+    return read_manifest(
+        _require(Path(record.manifest_path)),
+        {**IMAGE_COLUMNS, SPLIT_COLUMN: "string", **PREPROCESSED_COLUMNS},
+    )
+
+
+def read_quarantine(record: DatasetRecord | SplitRecord | ImportRecord) -> pd.DataFrame:
+    """The quarantine table named by ``record``."""
+    return read_manifest(_require(Path(record.quarantine_path)), QUARANTINE_COLUMNS)
+
+
+def train_key(record: DatasetRecord, config: TrainConfig) -> str:
+    """Key of the training stage: the dataset manifest's hash and the training config."""
+    return stage_key("train", record.manifest_sha256, config.config_hash())
+
+
+def run_train(
+    record: DatasetRecord,
+    layout: DataLayout,
+    config: TrainConfig,
+    on_epoch_end: Any = None,
+) -> ModelRecord:
+    """Train on the dataset; the model folder appears whole when training has finished."""
+    from braincls.train import MODEL_FILE, RECORD_FILE, train_model
+
+    key = train_key(record, config)
+    model_dir = layout.runs / key / "model"
+    record_path = layout.runs / key / "record.json"
+    if record_path.is_file() and (model_dir / MODEL_FILE).is_file():
+        return _read_record(record_path, ModelRecord)
+    result = train_model(
+        read_dataset(record),
+        layout.root,
+        model_dir,
+        layout.runs / key / "work",
+        config,
+        image_size_px=record.image_size_px,
+        manifest_sha256=record.manifest_sha256,
+        class_names=record.class_names,
+        on_epoch_end=on_epoch_end,
+    )
+    out = ModelRecord(
+        key=key,
+        model_dir=str(model_dir),
+        model_path=str(model_dir / MODEL_FILE),
+        model_sha256=sha256_file(model_dir / MODEL_FILE),
+        model_name=config.model,
+        epochs_run=result.epochs_run,
+        history=result.history,
+    )
+    if not (model_dir / RECORD_FILE).is_file():
+        raise StageOutputMissing(f"{model_dir}: training finished without {RECORD_FILE}")
+    _write_record(record_path, out)
+    return out
+
+
+def evaluate_key(model: ModelRecord, dataset: DatasetRecord, config: EvaluateConfig) -> str:
+    """Key of the evaluation stage: model bytes, dataset manifest and evaluation config."""
+    return stage_key("evaluate", model.model_sha256, dataset.manifest_sha256, config.config_hash())
