@@ -16,6 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_LOGGING_EXTRA_LOGGERS := braincls
 export TF_CPP_MIN_LOG_LEVEL := 2
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export UV_PYTHON_DOWNLOADS ?= never
 
 .PHONY: help setup demo test test-slow lint typecheck bench clean

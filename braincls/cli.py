@@ -35,6 +35,8 @@ def _quiet_defaults() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "braincls")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The temporary API server needs more than Prefect's 20 s default on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _data_root(data_root: Path | None) -> Path:
@@ -45,7 +47,9 @@ def _data_root(data_root: Path | None) -> Path:
 
 @app.command()
 def run(
-    images: Annotated[Path, typer.Option("--images", help="Class-per-folder image set (e.g. yes/, no/).")],
+    images: Annotated[
+        Path, typer.Option("--images", help="Class-per-folder image set (e.g. yes/, no/).")
+    ],
     data_root: DataRoot = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
@@ -89,7 +93,9 @@ def run(
         os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"
     from flows.pipeline import pipeline
 
-    result = pipeline(images_dir=str(images.resolve()), data_root=str(_data_root(data_root)), config=config)
+    result = pipeline(
+        images_dir=str(images.resolve()), data_root=str(_data_root(data_root)), config=config
+    )
     metrics = result["metrics"]
     typer.echo(
         f"test split ({split}): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}"
@@ -121,7 +127,9 @@ def phantom(
             out, collection=collection, n_patients=patients, seed=seed
         )
     else:
-        summary = phantom_module.generate_image_set(out, n_images=n, seed=seed, image_size_px=image_size)
+        summary = phantom_module.generate_image_set(
+            out, n_images=n, seed=seed, image_size_px=image_size
+        )
     typer.echo(f"wrote {summary} to {out}")
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TCIA_BASE_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v4/"
@@ -74,9 +74,15 @@ class ImportConfig(_Section):
 class SplitConfig(_Section):
     """How groups are assigned to train / validation / test."""
 
-    train_fraction: float = Field(default=0.70, gt=0, lt=1, description="Share of groups for training.")
-    val_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of groups for validation.")
-    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of groups for testing.")
+    train_fraction: float = Field(
+        default=0.70, gt=0, lt=1, description="Share of groups for training."
+    )
+    val_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of groups for validation."
+    )
+    test_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of groups for testing."
+    )
     strategy: Literal["grouped", "random"] = Field(
         default="grouped",
         description=(
@@ -90,7 +96,9 @@ class SplitConfig(_Section):
 class PreprocessConfig(_Section):
     """Turns a source image into the stored training image."""
 
-    image_size_px: int = Field(default=128, ge=8, le=1024, description="Side of the square output image.")
+    image_size_px: int = Field(
+        default=128, ge=8, le=1024, description="Side of the square output image."
+    )
     crop_to_head: bool = Field(
         default=False,
         description="Crop to the largest bright component (the head) before resizing, so borders carry no signal.",
@@ -108,7 +116,9 @@ class TrainConfig(_Section):
     epochs: int = Field(default=10, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(default=32, ge=1, description="Mini-batch size.")
     learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
-    dropout_rate: float = Field(default=0.5, ge=0, lt=1, description="Dropout before the output layer.")
+    dropout_rate: float = Field(
+        default=0.5, ge=0, lt=1, description="Dropout before the output layer."
+    )
     seed: int = Field(default=42, description="Seed for Python, NumPy and Keras.")
     shuffle_buffer: int = Field(default=4096, ge=1, description="Shuffle buffer (images).")
 
@@ -172,26 +182,226 @@ class TciaConfig(_Section):
         default=2, ge=1, description="Concurrent series downloads per host (Prefect limit 'tcia')."
     )
     modality: str = Field(default="MR", description="Modality filter for ingest.")
+    backoff_initial_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Wait before the second try; doubles with each further try (with jitter).",
+    )
+    backoff_max_seconds: float = Field(
+        default=60.0, ge=0, description="Longest wait between two tries (before Retry-After)."
+    )
+    max_retry_after_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest server-requested wait (HTTP Retry-After) that is honoured.",
+    )
 
 
 class ConvertConfig(_Section):
-    """DICOM to image conversion settings (owned by the conversion stage)."""
+    """DICOM to image conversion settings (owned by the conversion stage).
 
-    modality: str = Field(default="MR", description="Modality to convert; others are set aside.")
+    :meth:`config_hash` is part of every per-series cache key: it covers every field that changes
+    an output file or table, and leaves out ``workers``, which changes none.
+    """
+
+    modality: str = Field(
+        default="MR",
+        description=(
+            "(0008,0060) Modality to convert; image objects of other modalities are set aside. "
+            "An empty string accepts every image modality."
+        ),
+    )
+    image_size_px: int = Field(
+        default=256,
+        ge=8,
+        le=4096,
+        description="Side of the square 8-bit training PNG written for every slice or frame.",
+    )
+    keep_aspect: bool = Field(
+        default=True,
+        description=(
+            "Scale the longer physical side (from (0028,0030) Pixel Spacing) to image_size_px and "
+            "pad the shorter one with black, so anatomy keeps its proportions; False stretches "
+            "the slice onto the square."
+        ),
+    )
+    window_source: Literal["file", "percentile"] = Field(
+        default="file",
+        description=(
+            "'file' uses the file's (0028,3010) VOI LUT Sequence or (0028,1050/1051) Window "
+            "Center/Width when present and the percentile window otherwise; 'percentile' always "
+            "uses the percentile window (MR values have no fixed scale)."
+        ),
+    )
+    percentile_low: float = Field(
+        default=0.5, ge=0, lt=100, description="Percentile of a slice mapped to black (0)."
+    )
+    percentile_high: float = Field(
+        default=99.5, gt=0, le=100, description="Percentile of a slice mapped to white (255)."
+    )
+    skip_background_slices: bool = Field(
+        default=True,
+        description="Set aside slices that are almost all background (reason 'background_slice').",
+    )
+    background_threshold_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "A pixel of a 32x32 area-averaged thumbnail is foreground when it exceeds this "
+            "fraction of the way from the series' darkest (1st percentile) to its brightest "
+            "(99th percentile) thumbnail value."
+        ),
+    )
+    min_foreground_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Slices with a smaller share of foreground pixels are background slices.",
+    )
+    write_native_16bit: bool = Field(
+        default=False,
+        description=(
+            "Also write a 16-bit PNG at native size holding the modality-LUT values (rounded, "
+            "clipped to 0..65535), for users who want full depth."
+        ),
+    )
+    pseudonymize_patient_id: bool = Field(
+        default=False,
+        description=(
+            "Replace (0010,0020) Patient ID in every output by a salted HMAC-SHA256 pseudonym "
+            "('anon-' + 16 hex digits); labels tables still use the original IDs."
+        ),
+    )
+    pseudonym_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Secret key of the Patient ID pseudonyms (required when pseudonymising). Keep it "
+            "fixed: a new salt gives new pseudonyms and reconverts every series."
+        ),
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes for decoding; 0 uses one per available CPU.",
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ConvertConfig:
+        if self.percentile_low >= self.percentile_high:
+            raise ValueError(
+                f"percentile_low ({self.percentile_low}) must be below percentile_high "
+                f"({self.percentile_high})"
+            )
+        if self.pseudonymize_patient_id and not self.pseudonym_salt.get_secret_value():
+            raise ValueError("pseudonymize_patient_id needs a non-empty pseudonym_salt")
+        return self
+
+    def config_hash(self) -> str:
+        """SHA-256 over the output-relevant fields; the salt enters only through its own hash."""
+        values = self.model_dump(mode="json", exclude={"workers", "pseudonym_salt"})
+        salt = self.pseudonym_salt.get_secret_value().encode("utf-8")
+        values["pseudonym_salt_sha256"] = hashlib.sha256(salt).hexdigest()
+        return stable_hash(values)
 
 
 class ValidateConfig(_Section):
-    """Data-validation gate settings (owned by the validation stage)."""
+    """Data-validation gate settings (owned by the validation stage).
 
+    Check names (for ``warning_checks``) are listed in ``braincls.validate.CHECKS``.
+    """
+
+    labels: tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "The class names the data may hold; label_index must be the position in this list, "
+            "sorted. None infers the classes from the manifest (and skips the label-set check)."
+        ),
+    )
+    min_count_per_class: int = Field(
+        default=5, ge=1, description="Every class needs at least this many images in every split."
+    )
+    min_class_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest share of a split that any present class may hold (for N classes keep it "
+            "below 1/N). Classes absent from a split are the count check's business."
+        ),
+    )
+    min_image_size_px: int = Field(
+        default=16, ge=1, description="Smallest side of a stored (preprocessed) image."
+    )
+    max_image_size_px: int = Field(
+        default=1024, ge=1, description="Largest side of a stored (preprocessed) image."
+    )
+    min_source_side_px: int = Field(
+        default=64, ge=1, description="Smallest width or height of a source image."
+    )
+    max_source_side_px: int = Field(
+        default=8192, ge=1, description="Largest width or height of a source image."
+    )
+    min_mean_intensity: float = Field(
+        default=5.0,
+        ge=0,
+        le=255,
+        description=(
+            "Stored 8-bit images whose mean intensity is below this are blank "
+            "(Br35H: 18 at the lowest, 68 median)."
+        ),
+    )
+    max_mean_intensity: float = Field(
+        default=250.0,
+        ge=0,
+        le=255,
+        description="Stored 8-bit images whose mean intensity is above this are saturated.",
+    )
+    min_std_intensity: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "Images neither blank nor saturated whose intensity standard deviation is below "
+            "this are constant (Br35H: 28 at the lowest)."
+        ),
+    )
+    max_abnormal_image_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Share of images that may be blank, saturated or constant (each check on its own) "
+            "before that check fails."
+        ),
+    )
+    modalities: tuple[str, ...] = Field(
+        default=("MR",),
+        description=(
+            "Accepted (0008,0060) Modality values; checked only when the manifest has a "
+            "modality column (DICOM data)."
+        ),
+    )
     max_quarantine_fraction: float = Field(
-        default=0.2, ge=0, le=1, description="Blocking when more than this share of files was set aside."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Fails when more than this share of all files seen was set aside.",
+    )
+    warning_checks: tuple[str, ...] = Field(
+        default=("labels.class_balance", "uniqueness.sha256", "images.source_size_px"),
+        description=(
+            "Checks (names or fnmatch patterns such as 'images.*') that only warn; every other "
+            "check blocks the run before training."
+        ),
     )
 
 
 class RegistryConfig(_Section):
     """Model registry and promotion settings (owned by the registry)."""
 
-    min_sensitivity: float = Field(default=0.8, ge=0, le=1, description="Promotion floor on sensitivity.")
+    min_sensitivity: float = Field(
+        default=0.8, ge=0, le=1, description="Promotion floor on sensitivity."
+    )
     min_roc_auc: float = Field(default=0.8, ge=0, le=1, description="Promotion floor on ROC AUC.")
     non_inferiority_margin: float = Field(
         default=0.01,
@@ -224,7 +434,9 @@ class PipelineConfig(BaseModel):
 
     importing: ImportConfig = Field(default_factory=ImportConfig, description="Image import.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Data split.")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Preprocessing.")
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, description="Preprocessing."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation.")
     tcia: TciaConfig = Field(default_factory=TciaConfig, description="TCIA ingest.")

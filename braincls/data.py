@@ -124,7 +124,9 @@ def perceptual_hash(gray: np.ndarray) -> int:
 def thumbnail(gray: np.ndarray) -> np.ndarray:
     """32x32 thumbnail of the content box, standardised so that a dot product is a correlation."""
     y0, y1, x0, x1 = content_box(gray)
-    small = cv2.resize(gray[y0:y1, x0:x1], (_HASH_SIDE_PX, _HASH_SIDE_PX), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        gray[y0:y1, x0:x1], (_HASH_SIDE_PX, _HASH_SIDE_PX), interpolation=cv2.INTER_AREA
+    )
     values = small.astype(np.float32).ravel()
     values = (values - values.mean()) / (values.std() + 1e-6)
     return (values / np.sqrt(values.size)).astype(np.float32)

@@ -32,7 +32,9 @@ def tree_listing_hash(root: Path) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         try:
             stat = path.stat()
-            digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
         except OSError:
             digest.update(f"{path.relative_to(root).as_posix()}\0unreadable\n".encode())
     return digest.hexdigest()

@@ -32,7 +32,9 @@ class PreprocessError(ValueError):
 
 def preprocess_key(config: PreprocessConfig) -> str:
     """Short key naming the folder of images made with ``config``."""
-    return stable_hash({"config": config.model_dump(mode="json"), "version": PREPROCESS_VERSION})[:16]
+    return stable_hash({"config": config.model_dump(mode="json"), "version": PREPROCESS_VERSION})[
+        :16
+    ]
 
 
 def head_box(gray: np.ndarray) -> tuple[int, int, int, int]:
@@ -43,7 +45,7 @@ def head_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     """
     blurred = cv2.GaussianBlur(gray, (5, 5), 0)
     _, mask = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if count <= 1:
         return 0, gray.shape[0], 0, gray.shape[1]
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
@@ -104,10 +106,7 @@ def preprocess_manifest(
     written = 0
     for source_path, digest in zip(manifest["source_path"], manifest["sha256"], strict=True):
         target = folder / str(digest)[:2] / f"{digest}.png"
-        if target.is_file():
-            gray = cv2.imread(str(target), cv2.IMREAD_GRAYSCALE)
-        else:
-            gray = None
+        gray = cv2.imread(str(target), cv2.IMREAD_GRAYSCALE) if target.is_file() else None
         if gray is None:
             gray = preprocess_file(Path(str(source_path)), config)
             write_bytes(target, encode_png(gray))

@@ -126,7 +126,12 @@ def _read_record(path: Path, cls: type[Any]) -> Any:
 
 def import_key(images_dir: Path, config: ImportConfig) -> str:
     """Key of the import stage: the folder's listing (paths, sizes, mtimes) and the config."""
-    return stage_key("import", str(Path(images_dir).resolve()), tree_listing_hash(images_dir), config.config_hash())
+    return stage_key(
+        "import",
+        str(Path(images_dir).resolve()),
+        tree_listing_hash(images_dir),
+        config.config_hash(),
+    )
 
 
 def run_import(images_dir: Path, layout: DataLayout, config: ImportConfig) -> ImportRecord:
@@ -159,13 +164,17 @@ def _counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         part = frame[frame[SPLIT_COLUMN] == split]
-        counts[split] = {str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()}
+        counts[split] = {
+            str(k): int(v) for k, v in part["label"].value_counts().sort_index().items()
+        }
     return counts
 
 
 def split_key(record: ImportRecord, config: SplitConfig) -> str:
     """Key of the split stage: the images manifest's bytes and the split config."""
-    return stage_key("split", sha256_file(_require(Path(record.manifest_path))), config.config_hash())
+    return stage_key(
+        "split", sha256_file(_require(Path(record.manifest_path))), config.config_hash()
+    )
 
 
 def run_split(record: ImportRecord, layout: DataLayout, config: SplitConfig) -> SplitRecord:
@@ -195,10 +204,14 @@ def run_split(record: ImportRecord, layout: DataLayout, config: SplitConfig) -> 
 
 def preprocess_key_for(record: SplitRecord, config: PreprocessConfig) -> str:
     """Key of the preprocess stage: the split manifest's bytes and the preprocess config."""
-    return stage_key("preprocess", sha256_file(_require(Path(record.manifest_path))), config.config_hash())
+    return stage_key(
+        "preprocess", sha256_file(_require(Path(record.manifest_path))), config.config_hash()
+    )
 
 
-def run_preprocess(record: SplitRecord, layout: DataLayout, config: PreprocessConfig) -> DatasetRecord:
+def run_preprocess(
+    record: SplitRecord, layout: DataLayout, config: PreprocessConfig
+) -> DatasetRecord:
     """Store every image at the training size; the dataset manifest names each stored PNG."""
     from braincls.preprocess import preprocess_manifest
 
@@ -289,3 +302,43 @@ def run_train(
 def evaluate_key(model: ModelRecord, dataset: DatasetRecord, config: EvaluateConfig) -> str:
     """Key of the evaluation stage: model bytes, dataset manifest and evaluation config."""
     return stage_key("evaluate", model.model_sha256, dataset.manifest_sha256, config.config_hash())
+
+
+def run_evaluate(
+    model: ModelRecord,
+    dataset: DatasetRecord,
+    layout: DataLayout,
+    config: EvaluateConfig,
+    run_id: str,
+) -> Any:
+    """Evaluate the model on the test split; the report goes to ``reports/<run_id>/``.
+
+    An evaluation with the same key (same model bytes, dataset and config) is not repeated:
+    its earlier record, naming its earlier report, is returned.
+    """
+    from dataclasses import replace
+
+    from braincls.evaluate import EvaluationRecord, evaluate_model
+
+    key = evaluate_key(model, dataset, config)
+    pointer = layout.manifests / "evaluate" / key / "record.json"
+    if pointer.is_file():
+        return _read_record(pointer, EvaluationRecord)
+    result = evaluate_model(
+        _require(Path(model.model_path)),
+        read_dataset(dataset),
+        layout.root,
+        layout.reports / run_id,
+        config,
+        run_id=run_id,
+        model_name=model.model_name,
+        class_names=dataset.class_names,
+        strategy=dataset.strategy,
+        source=dataset.source,
+        history=model.history,
+        data_hash=dataset.manifest_sha256,
+    )
+    record = replace(result, key=key)
+    _write_record(Path(record.report_dir) / "evaluation.json", record)
+    _write_record(pointer, record)
+    return record

@@ -148,9 +148,7 @@ def train_model(
         shuffle=False,
         seed=config.seed,
     )
-    model = build_model(
-        config.model, image_size_px=image_size_px, dropout_rate=config.dropout_rate
-    )
+    model = build_model(config.model, image_size_px=image_size_px, dropout_rate=config.dropout_rate)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss="binary_crossentropy",

@@ -45,11 +45,15 @@ def pipeline(
     root = str(Path(data_root).resolve())
     storage = Path(root) / ".prefect-results"
     states: dict[str, str] = {}
-    imported, states["import"] = _call(import_images, storage, str(Path(images_dir).resolve()), root, cfg.importing)
+    imported, states["import"] = _call(
+        import_images, storage, str(Path(images_dir).resolve()), root, cfg.importing
+    )
     split, states["split"] = _call(split_dataset, storage, imported, root, cfg.split)
     dataset, states["preprocess"] = _call(preprocess_images, storage, split, root, cfg.preprocess)
     model, states["train"] = _call(train, storage, dataset, root, cfg.train)
-    evaluation, states["evaluate"] = _call(evaluate, storage, model, dataset, root, cfg.evaluate, _run_id())
+    evaluation, states["evaluate"] = _call(
+        evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
+    )
     logger.info("stage states: %s", states)
     logger.info("report: %s", evaluation.report_html)
     return {

@@ -29,9 +29,7 @@ from tasks.common import TRANSIENT_IO, content_key, markdown_table, retry_on
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key(
-        "import", lambda p: import_key(Path(p["images_dir"]), p["config"])
-    ),
+    cache_key_fn=content_key("import", lambda p: import_key(Path(p["images_dir"]), p["config"])),
     tags=["braincls", "data"],
 )
 def import_images(images_dir: str, data_root: str, config: ImportConfig) -> ImportRecord:
@@ -79,11 +77,11 @@ def split_dataset(record: ImportRecord, data_root: str, config: SplitConfig) -> 
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key(
-        "preprocess", lambda p: preprocess_key_for(p["record"], p["config"])
-    ),
+    cache_key_fn=content_key("preprocess", lambda p: preprocess_key_for(p["record"], p["config"])),
     tags=["braincls", "data"],
 )
-def preprocess_images(record: SplitRecord, data_root: str, config: PreprocessConfig) -> DatasetRecord:
+def preprocess_images(
+    record: SplitRecord, data_root: str, config: PreprocessConfig
+) -> DatasetRecord:
     """Store every image at the training size, once per content and config."""
     return run_preprocess(record, DataLayout(Path(data_root)), config)

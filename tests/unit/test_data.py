@@ -42,7 +42,10 @@ def image_folder(tmp_path: Path) -> Path:
     # Near-duplicates of yes0: rescaled + brighter, and padded with a black border.
     brighter = cv2.convertScaleAbs(cv2.resize(base, (200, 200)), alpha=1.15, beta=10)
     cv2.imwrite(str(root / "yes" / "yes0_rescaled.jpg"), brighter)
-    cv2.imwrite(str(root / "yes" / "yes0_padded.png"), cv2.copyMakeBorder(base, 20, 20, 35, 35, cv2.BORDER_CONSTANT, value=0))
+    cv2.imwrite(
+        str(root / "yes" / "yes0_padded.png"),
+        cv2.copyMakeBorder(base, 20, 20, 35, 35, cv2.BORDER_CONSTANT, value=0),
+    )
     # Exact copy, broken files and a non-image.
     (root / "yes" / "yes0_copy.png").write_bytes((root / "yes" / "yes0.png").read_bytes())
     (root / "no" / "empty.jpg").write_bytes(b"")
@@ -71,7 +74,9 @@ def test_negative_class_comes_first(tmp_path: Path) -> None:
 
 def test_import_quarantines_with_reasons(image_folder: Path) -> None:
     result = import_image_folder(image_folder, ImportConfig())
-    reasons = dict(zip(result.quarantine["relative_path"], result.quarantine["reason"], strict=True))
+    reasons = dict(
+        zip(result.quarantine["relative_path"], result.quarantine["reason"], strict=True)
+    )
     assert reasons == {
         "no/broken.jpg": "not decodable as an image",
         "no/empty.jpg": "empty file (0 bytes)",
@@ -92,7 +97,11 @@ def test_import_quarantines_with_reasons(image_folder: Path) -> None:
 def test_near_duplicates_share_a_group(image_folder: Path) -> None:
     manifest = import_image_folder(image_folder, ImportConfig()).manifest
     group_of = dict(zip(manifest["relative_path"], manifest["group_id"], strict=True))
-    assert group_of["yes/yes0.png"] == group_of["yes/yes0_rescaled.jpg"] == group_of["yes/yes0_padded.png"]
+    assert (
+        group_of["yes/yes0.png"]
+        == group_of["yes/yes0_rescaled.jpg"]
+        == group_of["yes/yes0_padded.png"]
+    )
     # Every other image stands alone: 26 images, 24 groups.
     assert manifest["group_id"].nunique() == 24
 
@@ -112,7 +121,9 @@ def _manifest(n_groups: int, per_group: int) -> pd.DataFrame:
     rows = []
     for g in range(n_groups):
         for k in range(per_group):
-            rows.append({"sample_id": f"s{g}-{k}", "group_id": f"g{g}", "label": "yes" if g % 2 else "no"})
+            rows.append(
+                {"sample_id": f"s{g}-{k}", "group_id": f"g{g}", "label": "yes" if g % 2 else "no"}
+            )
     return pd.DataFrame(rows)
 
 

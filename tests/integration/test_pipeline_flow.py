@@ -1,0 +1,99 @@
+"""The main job under Prefect on a small phantom set: stages, caching, invalidation, artifacts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from braincls.config import PipelineConfig
+
+EXPECTED_STAGES = ["import", "split", "preprocess", "train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def phantom_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from braincls.phantom import generate_image_set
+
+    out = tmp_path_factory.mktemp("phantom") / "images"
+    generate_image_set(out, n_images=120, seed=5, image_size_px=96)
+    return out
+
+
+def _config(**train: Any) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "preprocess": {"image_size_px": 48},
+            "train": {"epochs": 2, "batch_size": 16, **train},
+            "evaluate": {"bootstrap_resamples": 200, "gradcam_examples_per_category": 1},
+        }
+    )
+
+
+def _latest_artifact_keys() -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_latest_artifacts() if a.key}
+
+
+def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Path) -> None:
+    from flows.pipeline import pipeline
+
+    root = tmp_path / "data"
+    started = time.perf_counter()
+    first = pipeline(images_dir=str(phantom_images), data_root=str(root), config=_config())
+    first_seconds = time.perf_counter() - started
+    assert first["states"] == dict.fromkeys(EXPECTED_STAGES, "Completed")
+
+    report_dir = Path(first["report_dir"])
+    assert report_dir.parent == root / "reports"
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for key in ("accuracy", "roc_auc", "n_train", "n_val", "n_test", "split", "model"):
+        assert key in metrics, key
+    assert metrics["model"] == "seed_cnn"
+    assert metrics["split"].startswith("grouped")
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 120
+    for name in ("confusion_matrix.png", "training_curves.png", "report.html", "report.md"):
+        assert (report_dir / name).is_file(), name
+    assert "Research use only" in (report_dir / "report.html").read_text()
+    assert {
+        "split-counts",
+        "training-progress",
+        "training-history",
+        "evaluation-metrics",
+    } <= _latest_artifact_keys()
+
+    started = time.perf_counter()
+    second = pipeline(images_dir=str(phantom_images), data_root=str(root), config=_config())
+    second_seconds = time.perf_counter() - started
+    assert second["states"] == dict.fromkeys(EXPECTED_STAGES, "Cached")
+    assert second["report_html"] == first["report_html"]
+    assert second_seconds < first_seconds / 2
+
+    # A new training section reruns training and evaluation only.
+    third = pipeline(
+        images_dir=str(phantom_images), data_root=str(root), config=_config(learning_rate=5e-4)
+    )
+    assert third["states"] == {
+        "import": "Cached",
+        "split": "Cached",
+        "preprocess": "Cached",
+        "train": "Completed",
+        "evaluate": "Completed",
+    }
+    assert third["model_dir"] != first["model_dir"]
+
+    # A new split seed reruns the split and everything after it.
+    changed = _config().model_copy(update={"split": _config().split.model_copy(update={"seed": 7})})
+    fourth = pipeline(images_dir=str(phantom_images), data_root=str(root), config=changed)
+    assert fourth["states"] == {
+        "import": "Cached",
+        "split": "Completed",
+        "preprocess": "Completed",
+        "train": "Completed",
+        "evaluate": "Completed",
+    }

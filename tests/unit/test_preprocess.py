@@ -1,0 +1,78 @@
+"""Preprocessing: exact geometry of crop, pad and resize; stored once per content and config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from braincls.config import PreprocessConfig
+from braincls.layout import DataLayout
+from braincls.preprocess import (
+    head_box,
+    pad_to_square,
+    preprocess_array,
+    preprocess_key,
+    preprocess_manifest,
+)
+
+
+def test_pad_to_square_centres_the_image() -> None:
+    image = np.full((2, 4), 9, np.uint8)
+    padded = pad_to_square(image)
+    assert padded.shape == (4, 4)
+    assert padded[0].tolist() == [0, 0, 0, 0]
+    assert padded[1].tolist() == [9, 9, 9, 9]
+    assert padded[3].tolist() == [0, 0, 0, 0]
+
+
+def test_head_box_ignores_small_specks() -> None:
+    image = np.zeros((100, 100), np.uint8)
+    cv2.circle(image, (60, 50), 20, 200, -1)
+    image[2:4, 2:4] = 255  # a speck (e.g. a burnt-in label) in the corner
+    y0, y1, x0, x1 = head_box(image)
+    # The 5x5 blur before Otsu trims the one-pixel anti-aliased rim of the disc.
+    assert (y0, y1, x0, x1) == (31, 70, 41, 80)
+
+
+def test_preprocess_array_sizes_and_grayscale() -> None:
+    colour = np.zeros((60, 90, 3), np.uint8)
+    colour[10:50, 20:70] = (10, 200, 60)
+    out = preprocess_array(colour, PreprocessConfig(image_size_px=32))
+    assert out.shape == (32, 32) and out.dtype == np.uint8
+    padded = preprocess_array(colour, PreprocessConfig(image_size_px=30, keep_aspect=True))
+    # 60x90 padded to 90x90 puts 15 background rows above: 5 of 30 output rows.
+    assert padded.shape == (30, 30)
+    assert padded[:4].max() == 0
+    cropped = preprocess_array(colour, PreprocessConfig(image_size_px=20, crop_to_head=True))
+    assert cropped.min() > 0  # the crop removed every background pixel
+
+
+def test_preprocess_manifest_stores_each_image_once(tmp_path: Path) -> None:
+    sources = []
+    for i in range(3):
+        path = tmp_path / f"src{i}.png"
+        cv2.imwrite(str(path), np.full((40, 40), 50 * (i + 1), np.uint8))
+        sources.append(path)
+    manifest = pd.DataFrame(
+        {"source_path": [str(p) for p in sources], "sha256": ["aa11", "bb22", "cc33"]}
+    )
+    layout = DataLayout(tmp_path / "root")
+    config = PreprocessConfig(image_size_px=16)
+    frame, written = preprocess_manifest(manifest, layout, config)
+    assert written == 3
+    key = preprocess_key(config)
+    assert frame["image_path"].tolist() == [
+        f"images/{key}/aa/aa11.png",
+        f"images/{key}/bb/bb22.png",
+        f"images/{key}/cc/cc33.png",
+    ]
+    assert frame["mean_intensity"].tolist() == [50.0, 100.0, 150.0]
+    assert frame["std_intensity"].tolist() == [0.0, 0.0, 0.0]
+    again, written_again = preprocess_manifest(manifest, layout, config)
+    assert written_again == 0
+    assert again.equals(frame)
+    _, written_other = preprocess_manifest(manifest, layout, PreprocessConfig(image_size_px=24))
+    assert written_other == 3
