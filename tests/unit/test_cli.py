@@ -1,0 +1,50 @@
+"""The CLI's bad-argument paths: one clear line, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _braincls(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "braincls", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def two_classes(tmp_path: Path) -> Path:
+    (tmp_path / "yes").mkdir()
+    (tmp_path / "no").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--images", "/nonexistent/folder"], "braincls: error: /nonexistent/folder: image folder not found"),
+        (["run", "--images", "{two}", "--model", "resnet9000"], "braincls: error: --model: unknown model 'resnet9000'; choose one of: "),
+        (["run", "--images", "{two}", "--split", "diagonal"], "braincls: error: --split: must be 'grouped' or 'random', got 'diagonal'"),
+        (["run", "--images", "{two}", "--epochs", "0"], "braincls: error: train.epochs: Input should be greater than or equal to 1"),
+        (["run", "--images", "{two}", "--image-size", "4"], "braincls: error: preprocess.image_size_px: Input should be greater than or equal to 8"),
+        (["phantom", "--out", "{two}/x", "--n", "1"], "braincls: error: --n: at least 2 images are needed (one per class)"),
+    ],
+)
+def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:
+    result = _braincls(*[a.replace("{two}", str(two_classes)) for a in args])
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_one_class_only_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "yes").mkdir()
+    result = _braincls("run", "--images", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"braincls: error: {tmp_path}: needs at least two class folders (e.g. yes/ and no/), found yes"
+    )
