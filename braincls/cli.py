@@ -52,8 +52,12 @@ def run(
     ],
     data_root: DataRoot = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
-    model: Annotated[str, typer.Option("--model", help="Architecture: seed_cnn.")] = "seed_cnn",
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Architecture: braincls_resnet (default) or seed_cnn.")
+    ] = "braincls_resnet",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 42,
     split: Annotated[
         str, typer.Option("--split", help="grouped (near-duplicates kept together) or random.")
@@ -82,7 +86,7 @@ def run(
             {
                 "split": {"strategy": split, "seed": seed},
                 "preprocess": {"image_size_px": image_size},
-                "train": {"model": model, "epochs": epochs, "seed": seed},
+                "train": {"model": model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})},
             }
         )
     except ValidationError as error:

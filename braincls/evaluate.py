@@ -61,6 +61,15 @@ def load_images(paths: list[str], image_size_px: int) -> np.ndarray:
     return batch
 
 
+def load_model(model_path: Path) -> Any:
+    """Load a saved braincls model (custom layers registered first), uncompiled."""
+    import keras
+
+    import braincls.layers  # noqa: F401  (registers the custom layers for deserialisation)
+
+    return keras.saving.load_model(model_path, compile=False)
+
+
 def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """P(positive class) per image, float64, from a sigmoid model."""
     if len(images) == 0:
@@ -168,8 +177,6 @@ def evaluate_model(
     ``metrics.json``, the plots and ``predictions.parquet`` (sample id, split, label, P(tumor))
     under ``report_dir``.
     """
-    import keras
-
     from braincls import __version__
     from braincls.atomic import write_parquet
     from braincls.metrics import metrics_by_group, multiclass_report
@@ -187,7 +194,7 @@ def evaluate_model(
     report_dir = Path(report_dir)
     if len(class_names) != 2:
         raise EvaluationError(f"binary evaluation needs two classes, got {class_names}")
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model(model_path)
     image_size_px = int(model.input_shape[1])
     val_paths, y_val = _split_part(dataset, "val", data_root)
     test_paths, y_test = _split_part(dataset, "test", data_root)

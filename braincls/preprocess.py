@@ -23,7 +23,7 @@ from braincls.manifest import PREPROCESSED_COLUMNS
 logger = logging.getLogger(__name__)
 
 #: Bump when the pixel operations change: it is part of every output key.
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 
 
 class PreprocessError(ValueError):
@@ -64,12 +64,40 @@ def pad_to_square(gray: np.ndarray) -> np.ndarray:
     )
 
 
+def standardise_intensity(
+    gray: np.ndarray, low_percentile: float, high_percentile: float
+) -> np.ndarray:
+    """Map the tissue's ``low``..``high`` percentiles linearly to 0..255, clipping outside.
+
+    Percentiles are taken over pixels brighter than the darkest 5% of the range (background is
+    excluded, or a large black canvas would decide the scale). A constant image maps to zeros.
+    """
+    values = gray.astype(np.float32)
+    floor = float(values.min()) + 0.05 * float(values.max() - values.min())
+    tissue = values[values > floor]
+    if tissue.size == 0:
+        return np.zeros_like(gray, dtype=np.uint8)
+    low, high = np.percentile(tissue, [low_percentile, high_percentile])
+    if high <= low:
+        return np.zeros_like(gray, dtype=np.uint8)
+    scaled = (values - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def preprocess_array(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """The pixel pipeline: grayscale, optional head crop, optional square pad, area resize."""
+    """The pixel pipeline: grayscale, head crop, intensity standardisation, square pad, resize.
+
+    Every step but the grayscale conversion and the resize is configurable; the same function
+    runs at training, evaluation and prediction time.
+    """
     gray = to_gray(image)
     if config.crop_to_head:
         y0, y1, x0, x1 = head_box(gray)
         gray = gray[y0:y1, x0:x1]
+    if config.intensity in ("percentile", "clahe"):
+        gray = standardise_intensity(gray, config.low_percentile, config.high_percentile)
+    if config.intensity == "clahe":
+        gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray)
     if config.keep_aspect:
         gray = pad_to_square(gray)
     side = config.image_size_px

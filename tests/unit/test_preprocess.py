@@ -11,6 +11,7 @@ import pandas as pd
 from braincls.config import PreprocessConfig
 from braincls.layout import DataLayout
 from braincls.preprocess import (
+    standardise_intensity,
     head_box,
     pad_to_square,
     preprocess_array,
@@ -40,13 +41,14 @@ def test_head_box_ignores_small_specks() -> None:
 def test_preprocess_array_sizes_and_grayscale() -> None:
     colour = np.zeros((60, 90, 3), np.uint8)
     colour[10:50, 20:70] = (10, 200, 60)
-    out = preprocess_array(colour, PreprocessConfig(image_size_px=32))
+    seed_way = {"crop_to_head": False, "keep_aspect": False, "intensity": "none"}
+    out = preprocess_array(colour, PreprocessConfig(image_size_px=32, **seed_way))
     assert out.shape == (32, 32) and out.dtype == np.uint8
-    padded = preprocess_array(colour, PreprocessConfig(image_size_px=30, keep_aspect=True))
+    padded = preprocess_array(colour, PreprocessConfig(image_size_px=30, crop_to_head=False, intensity="none"))
     # 60x90 padded to 90x90 puts 15 background rows above: 5 of 30 output rows.
     assert padded.shape == (30, 30)
     assert padded[:4].max() == 0
-    cropped = preprocess_array(colour, PreprocessConfig(image_size_px=20, crop_to_head=True))
+    cropped = preprocess_array(colour, PreprocessConfig(image_size_px=20, keep_aspect=False, intensity="none"))
     assert cropped.min() > 0  # the crop removed every background pixel
 
 
@@ -60,7 +62,7 @@ def test_preprocess_manifest_stores_each_image_once(tmp_path: Path) -> None:
         {"source_path": [str(p) for p in sources], "sha256": ["aa11", "bb22", "cc33"]}
     )
     layout = DataLayout(tmp_path / "root")
-    config = PreprocessConfig(image_size_px=16)
+    config = PreprocessConfig(image_size_px=16, crop_to_head=False, intensity="none")
     frame, written = preprocess_manifest(manifest, layout, config)
     assert written == 3
     key = preprocess_key(config)
@@ -74,5 +76,29 @@ def test_preprocess_manifest_stores_each_image_once(tmp_path: Path) -> None:
     again, written_again = preprocess_manifest(manifest, layout, config)
     assert written_again == 0
     assert again.equals(frame)
-    _, written_other = preprocess_manifest(manifest, layout, PreprocessConfig(image_size_px=24))
+    _, written_other = preprocess_manifest(manifest, layout, PreprocessConfig(image_size_px=24, crop_to_head=False, intensity="none"))
     assert written_other == 3
+
+
+def test_standardise_intensity_maps_tissue_percentiles() -> None:
+    # Background 0 is excluded; tissue values 10..110 map linearly so that p0 -> 0, p100 -> 255.
+    image = np.zeros((4, 30), np.uint8)
+    image[1:3, 5:] = np.linspace(10, 110, 25).astype(np.uint8)
+    out = standardise_intensity(image, 0.0, 100.0)
+    assert out[0].tolist() == [0] * 30
+    assert out[1, 5] == 0 and out[1, 29] == 255
+    assert int(image[1, 16]) == 55 and out[1, 16] == 115  # (55 - 10) * 255 / 100 = 114.75
+    assert standardise_intensity(np.full((3, 3), 7, np.uint8), 1, 99).tolist() == [[0] * 3] * 3
+
+
+def test_default_preprocessing_removes_canvas_and_brightness_signal() -> None:
+    """The same head on a bigger, brighter canvas gives (nearly) the same stored image."""
+    head = np.zeros((100, 80), np.uint8)
+    cv2.ellipse(head, (40, 50), (30, 42), 0, 0, 360, 120, -1)
+    cv2.circle(head, (45, 40), 8, 200, -1)
+    canvas = cv2.copyMakeBorder(head, 60, 60, 20, 90, cv2.BORDER_CONSTANT, value=0)
+    brighter = cv2.convertScaleAbs(canvas, alpha=1.2, beta=0)
+    config = PreprocessConfig(image_size_px=32)
+    a = preprocess_array(head, config).astype(int)
+    b = preprocess_array(brighter, config).astype(int)
+    assert np.abs(a - b).mean() < 2.0
