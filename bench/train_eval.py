@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README: oneDNN heap corruption
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from braincls.config import (  # noqa: E402
     AugmentConfig,

@@ -337,7 +337,8 @@ class ConvertConfig(_Section):
         default=False,
         description=(
             "Also write a 16-bit PNG at native size holding the modality-LUT values (rounded, "
-            "clipped to 0..65535), for users who want full depth."
+            "clipped to 0..65535; MONOCHROME1 flipped within each frame's range), for users "
+            "who want full depth."
         ),
     )
     pseudonymize_patient_id: bool = Field(

@@ -39,7 +39,15 @@ from braincls.manifest import (
 logger = logging.getLogger(__name__)
 
 #: Stage code versions: bump one when its output for the same input changes.
-STAGE_VERSIONS = {"import": "1", "split": "1", "preprocess": "1", "train": "1", "evaluate": "1"}
+STAGE_VERSIONS = {
+    "import": "1",
+    "convert": "1",
+    "split": "1",
+    "preprocess": "1",
+    "validate": "1",
+    "train": "1",
+    "evaluate": "1",
+}
 
 
 class StageOutputMissing(FileNotFoundError):
@@ -299,6 +307,13 @@ def run_train(
     return out
 
 
+def read_model_record(record: DatasetRecord, data_root: Path, config: TrainConfig) -> ModelRecord:
+    """The record a finished training of ``record`` with ``config`` wrote under ``data_root``."""
+    key = train_key(record, config)
+    path = DataLayout(Path(data_root)).runs / key / "record.json"
+    return _read_record(_require(path), ModelRecord)
+
+
 def evaluate_key(model: ModelRecord, dataset: DatasetRecord, config: EvaluateConfig) -> str:
     """Key of the evaluation stage: model bytes, dataset manifest and evaluation config."""
     return stage_key("evaluate", model.model_sha256, dataset.manifest_sha256, config.config_hash())
@@ -342,3 +357,56 @@ def run_evaluate(
     _write_record(Path(record.report_dir) / "evaluation.json", record)
     _write_record(pointer, record)
     return record
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    """Output of the validation gate (only a passing gate produces one)."""
+
+    key: str
+    success: bool
+    warnings: list[str]
+    blocking_failures: list[str]
+    docs_index: str | None
+    summary_html: str | None
+    table_rows: list[dict[str, Any]]
+    markdown: str
+
+
+def validate_key(record: DatasetRecord, config: Any) -> str:
+    """Key of the validation stage: dataset manifest, quarantine table and the suite (with its
+    configured thresholds and version)."""
+    from braincls.validate import suite_hash
+
+    quarantine = sha256_file(_require(Path(record.quarantine_path)))
+    return stage_key("validate", record.manifest_sha256, quarantine, suite_hash(config))
+
+
+def run_validate(
+    record: DatasetRecord, layout: DataLayout, config: Any, run_id: str
+) -> tuple[ValidationRecord, Any]:
+    """Run the Great Expectations suite on the dataset and its quarantine table.
+
+    Data Docs (readable offline) go to ``reports/<run_id>/validation/``. Returns the outcome
+    whether or not it passed, with the full report; the caller decides to stop
+    (:meth:`braincls.validate.ValidationReport.raise_for_failure`).
+    """
+    from braincls.validate import run_validation
+
+    report = run_validation(
+        read_dataset(record),
+        read_quarantine(record),
+        config,
+        docs_dir=layout.reports / run_id / "validation",
+    )
+    out = ValidationRecord(
+        key=validate_key(record, config),
+        success=report.success,
+        warnings=list(report.warnings),
+        blocking_failures=list(report.blocking_failures),
+        docs_index=None if report.docs_index is None else str(report.docs_index),
+        summary_html=None if report.summary_html is None else str(report.summary_html),
+        table_rows=[dict(row) for row in report.table_rows()],
+        markdown=report.to_markdown(),
+    )
+    return out, report

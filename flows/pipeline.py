@@ -1,4 +1,4 @@
-"""The main job: import -> split -> preprocess -> train -> evaluate, every stage cached by content."""
+"""The main job: import -> split -> preprocess -> validate -> train -> evaluate, cached by content."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from braincls.config import PipelineConfig
 from tasks.data import import_images, preprocess_images, split_dataset
 from tasks.evaluation import evaluate
 from tasks.training import train
+from tasks.validation import validate_dataset
 
 
 def _run_id() -> str:
@@ -27,11 +28,34 @@ def _call(task: Any, storage: Path, *args: Any) -> tuple[Any, str]:
     return state.result(), state.name
 
 
+def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig) -> tuple[Any, str]:
+    """Run the training flow as a deployment (e.g. on the `gpu` pool) and read its record."""
+    from dataclasses import asdict
+
+    from prefect.deployments import run_deployment
+
+    from braincls.stages import read_model_record
+
+    run = run_deployment(
+        deployment,
+        parameters={"dataset": asdict(dataset), "data_root": root, "config": cfg.train.model_dump()},
+        timeout=None,
+    )
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(
+            f"training deployment '{deployment}' run {run.name} ended {state}; "
+            "see its logs in the dashboard, fix the cause and rerun (training resumes)"
+        )
+    return read_model_record(dataset, Path(root), cfg.train), "Completed"
+
+
 @flow(name="braincls-pipeline", log_prints=True, timeout_seconds=6 * 3600)
 def pipeline(
     images_dir: str,
     data_root: str = "data",
     config: PipelineConfig | None = None,
+    train_deployment: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate a tumor / no-tumor classifier on a class-per-folder image set.
 
@@ -39,6 +63,8 @@ def pipeline(
         images_dir: folder with one sub-folder per class (e.g. ``yes/`` and ``no/``).
         data_root: where images, manifests, models and reports are written.
         config: the pipeline configuration; defaults everywhere when omitted.
+        train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``)
+            instead of in-process; the data root must be shared with its workers.
     """
     logger = get_run_logger()
     cfg = config or PipelineConfig()
@@ -50,7 +76,13 @@ def pipeline(
     )
     split, states["split"] = _call(split_dataset, storage, imported, root, cfg.split)
     dataset, states["preprocess"] = _call(preprocess_images, storage, split, root, cfg.preprocess)
-    model, states["train"] = _call(train, storage, dataset, root, cfg.train)
+    run_id = _run_id()
+    # The gate: a blocking failure raises here, before any training starts.
+    _, states["validate"] = _call(validate_dataset, storage, dataset, root, cfg.validate_, run_id)
+    if train_deployment:
+        model, states["train"] = _train_remote(train_deployment, dataset, root, cfg)
+    else:
+        model, states["train"] = _call(train, storage, dataset, root, cfg.train)
     evaluation, states["evaluate"] = _call(
         evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
     )

@@ -11,7 +11,7 @@ import pytest
 
 from braincls.config import PipelineConfig
 
-EXPECTED_STAGES = ["import", "split", "preprocess", "train", "evaluate"]
+EXPECTED_STAGES = ["import", "split", "preprocess", "validate", "train", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _config(**train: Any) -> PipelineConfig:
     return PipelineConfig.model_validate(
         {
             "preprocess": {"image_size_px": 48},
-            "train": {"epochs": 2, "batch_size": 16, **train},
+            "train": {"epochs": 2, "batch_size": 16, "base_filters": 8, **train},
             "evaluate": {"bootstrap_resamples": 200, "gradcam_examples_per_category": 1},
         }
     )
@@ -54,7 +54,7 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
     metrics = json.loads((report_dir / "metrics.json").read_text())
     for key in ("accuracy", "roc_auc", "n_train", "n_val", "n_test", "split", "model"):
         assert key in metrics, key
-    assert metrics["model"] == "seed_cnn"
+    assert metrics["model"] == "braincls_resnet"
     assert metrics["split"].startswith("grouped")
     assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 120
     for name in ("confusion_matrix.png", "training_curves.png", "report.html", "report.md"):
@@ -82,6 +82,7 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
         "import": "Cached",
         "split": "Cached",
         "preprocess": "Cached",
+        "validate": "Cached",
         "train": "Completed",
         "evaluate": "Completed",
     }
@@ -94,6 +95,24 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
         "import": "Cached",
         "split": "Completed",
         "preprocess": "Completed",
+        "validate": "Completed",
         "train": "Completed",
         "evaluate": "Completed",
     }
+
+
+def test_blocking_validation_failure_stops_before_training(phantom_images: Path, tmp_path: Path) -> None:
+    from flows.pipeline import pipeline
+
+    from braincls.validate import ValidationFailed
+
+    root = tmp_path / "data"
+    config = _config().model_copy(
+        update={"validate_": _config().validate_.model_copy(update={"min_count_per_class": 500})}
+    )
+    with pytest.raises(ValidationFailed, match=r"1 blocking check\(s\): labels.min_count_per_split"):
+        pipeline(images_dir=str(phantom_images), data_root=str(root), config=config)
+    assert not (root / "runs").exists()  # training never started
+    assert "validation-results" in _latest_artifact_keys()
+    summaries = list((root / "reports").glob("*/validation/validation.html"))
+    assert len(summaries) == 1

@@ -1,0 +1,382 @@
+"""Model registry: versions, champion and challenger, floors, rollback, concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from braincls.config import RegistryConfig
+from braincls.hashing import sha256_file
+from braincls.registry import (
+    VERSION_PLACEHOLDER,
+    ModelRegistry,
+    RegistryError,
+    UnknownVersionError,
+    model_card_markdown,
+)
+from braincls.report import INTENDED_USE
+
+CONFIG = RegistryConfig(
+    min_sensitivity=0.8, min_roc_auc=0.85, non_inferiority_margin=0.01, decision_metric="roc_auc"
+)
+
+
+def _model_file(folder: Path, content: bytes = b"keras-zip-bytes") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.keras"
+    path.write_bytes(content)
+    return path
+
+
+def _register(
+    registry: ModelRegistry, tmp_path: Path, roc_auc: float, sensitivity: float = 0.9
+) -> str:
+    model = _model_file(tmp_path / f"train-{roc_auc}-{sensitivity}", f"{roc_auc}".encode())
+    metrics = {"roc_auc": roc_auc, "sensitivity": sensitivity, "specificity": 0.9}
+    return registry.register(model, metrics, {"run_id": "r"}, "# card").version
+
+
+def test_register_copies_files_and_allocates_increasing_versions(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.list() == []
+    assert registry.champion() is None
+    source = _model_file(tmp_path / "run", b"model-one")
+    card = f"# Model card: seed_cnn {VERSION_PLACEHOLDER}\n"
+    first = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1"}, card)
+    second = registry.register(source, {"roc_auc": float("nan")}, {"run_id": "run-2"}, card)
+
+    assert (first.version, second.version) == ("v0001", "v0002")
+    assert first.status == "challenger"
+    assert first.model_path.read_bytes() == b"model-one"
+    assert first.model_sha256 == sha256_file(source)
+    assert first.card_path.read_text() == "# Model card: seed_cnn v0001\n"
+    metadata = first.metadata()
+    assert metadata["run_id"] == "run-1"
+    assert metadata["version"] == "v0001"
+    assert metadata["model_sha256"] == first.model_sha256
+    assert metadata["metrics"] == {"roc_auc": 0.9}
+    assert second.metrics == {"roc_auc": None}  # NaN is stored as null, keeping JSON strict
+    assert [v.version for v in registry.list()] == ["v0001", "v0002"]
+    assert registry.get("v0002").metadata()["run_id"] == "run-2"
+    # No staging folders are left behind.
+    assert sorted(p.name for p in registry.root.iterdir() if p.is_dir()) == ["v0001", "v0002"]
+
+
+def test_register_never_reuses_a_version_folder(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    (registry.root / "v0007").mkdir(parents=True)  # left by a crash before the state was saved
+    assert _register(registry, tmp_path, 0.9) == "v0008"
+
+
+def test_register_missing_model_file(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    with pytest.raises(RegistryError, match="no such model file"):
+        registry.register(tmp_path / "absent.keras", {}, {}, "")
+
+
+def test_get_unknown_version(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    _register(registry, tmp_path, 0.9)
+    with pytest.raises(UnknownVersionError) as error:
+        registry.get("v0042")
+    assert str(error.value) == (
+        f"model version 'v0042' is not registered under {registry.root} (known: v0001)"
+    )
+
+
+def test_first_model_passing_floors_becomes_champion(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    version = _register(registry, tmp_path, 0.90)
+    decision = registry.promote_if_better(version, CONFIG)
+    assert decision.promoted
+    assert decision.champion_before is None
+    assert decision.champion_after == "v0001"
+    assert decision.reasons == [
+        "v0001 passes the floors (Sensitivity (recall, TPR) 0.9000 >= 0.8000, ROC AUC 0.9000 "
+        ">= 0.8500) and there is no champion yet: it becomes the first champion."
+    ]
+    champion = registry.champion()
+    assert champion is not None and champion.version == "v0001" and champion.is_champion
+
+
+def test_floors_are_enforced_even_without_a_champion(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    low_sensitivity = _register(registry, tmp_path, 0.95, sensitivity=0.6)
+    decision = registry.promote_if_better(low_sensitivity, CONFIG)
+    assert not decision.promoted
+    assert decision.champion_after is None
+    assert decision.reasons == [
+        "Sensitivity (recall, TPR) 0.6000 is below the floor 0.8000; v0001 stays a challenger."
+    ]
+    assert [check.passed for check in decision.floors] == [False, True]
+
+    undefined_auc = _register(registry, tmp_path, float("nan"))
+    decision = registry.promote_if_better(undefined_auc, CONFIG)
+    assert not decision.promoted
+    assert decision.reasons == [
+        "ROC AUC missing is below the floor 0.8500; v0002 stays a challenger."
+    ]
+    assert registry.champion() is None
+    assert registry.get("v0002").status == "challenger"
+
+
+def test_better_model_promoted_worse_kept_as_challenger(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+
+    better = _register(registry, tmp_path, 0.93)
+    decision = registry.promote_if_better(
+        better, CONFIG, {"roc_auc": 0.905}, compared_champion="v0001"
+    )
+    assert decision.promoted
+    assert decision.same_test_data is True
+    assert (decision.candidate_value, decision.champion_value) == (0.93, 0.905)
+    assert decision.reasons == [
+        "ROC AUC 0.9300 vs champion v0001 0.9050 on the same test data: not worse by more than "
+        "the margin 0.0100; v0002 becomes champion."
+    ]
+    assert registry.get("v0001").status == "retired"
+
+    worse = _register(registry, tmp_path, 0.88)
+    decision = registry.promote_if_better(worse, CONFIG, {"roc_auc": 0.93})
+    assert not decision.promoted
+    assert decision.champion_after == "v0002"
+    assert decision.reasons == [
+        "ROC AUC 0.8800 vs champion v0002 0.9300 on the same test data: worse by 0.0500, more "
+        "than the margin 0.0100; v0003 stays a challenger."
+    ]
+    assert registry.get("v0003").status == "challenger"
+    assert registry.champion().version == "v0002"  # type: ignore[union-attr]
+
+
+def test_non_inferior_within_margin_is_promoted(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    slightly_worse = _register(registry, tmp_path, 0.895)
+    assert registry.promote_if_better(slightly_worse, CONFIG, {"roc_auc": 0.90}).promoted
+
+
+def test_champion_metrics_fall_back_to_registered_ones(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    candidate = _register(registry, tmp_path, 0.87)
+
+    # Metrics of a champion that is no longer the champion are not used.
+    decision = registry.promote_if_better(
+        candidate, CONFIG, {"roc_auc": 0.5}, compared_champion="v0009"
+    )
+    assert not decision.promoted
+    assert decision.same_test_data is False
+    assert decision.champion_value == 0.90
+    assert decision.reasons[0] == (
+        "The supplied champion metrics belong to v0009, but the champion is now v0001; its "
+        "registered metrics are used."
+    )
+
+    decision = registry.promote_if_better(candidate, CONFIG)
+    assert decision.reasons[0].startswith(
+        "The champion v0001 was not evaluated on v0002's test data"
+    )
+    assert decision.reasons[1].endswith(
+        "on their own test data: worse by 0.0300, more than the margin 0.0100; "
+        "v0002 stays a challenger."
+    )
+
+
+def test_decision_metric_is_configurable(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90, sensitivity=0.95), CONFIG)
+    candidate = _register(registry, tmp_path, 0.99, sensitivity=0.85)
+    by_sensitivity = CONFIG.model_copy(update={"decision_metric": "sensitivity"})
+    decision = registry.promote_if_better(candidate, by_sensitivity, {"sensitivity": 0.95})
+    assert not decision.promoted
+    assert decision.decision_metric == "sensitivity"
+
+
+def test_decisions_are_recorded(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    registry.promote_if_better(_register(registry, tmp_path, 0.70), CONFIG, {"roc_auc": 0.9})
+    decisions = registry.decisions()
+    assert [(d["version"], d["kind"], d["promoted"]) for d in decisions] == [
+        ("v0001", "automatic", True),
+        ("v0002", "automatic", False),
+    ]
+    assert decisions[1]["floors"][1] == {
+        "metric": "roc_auc",
+        "value": 0.7,
+        "floor": 0.85,
+        "passed": False,
+    }
+    lines = registry.decisions_path.read_text().splitlines()
+    assert all(json.loads(line)["reasons"] for line in lines)
+
+
+def test_manual_promotion_and_rollback(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    first = _register(registry, tmp_path, 0.90)
+    second = _register(registry, tmp_path, 0.50)  # fails the floors
+    registry.promote_if_better(first, CONFIG)
+
+    manual = registry.promote(second, reason="approved by reviewer")
+    assert manual.promoted and manual.kind == "manual"
+    assert manual.reasons == ["approved by reviewer: v0002 replaces v0001."]
+    assert registry.champion().version == "v0002"  # type: ignore[union-attr]
+    assert not registry.promote(second).promoted  # already champion
+
+    rollback = registry.rollback()
+    assert rollback.kind == "rollback"
+    assert (rollback.champion_before, rollback.champion_after) == ("v0002", "v0001")
+    assert registry.champion().version == "v0001"  # type: ignore[union-attr]
+    assert registry.get("v0002").status == "rolled_back"
+    with pytest.raises(RegistryError) as error:
+        registry.rollback()
+    assert "no previous champion to roll back to" in str(error.value)
+    assert [d["kind"] for d in registry.decisions()] == [
+        "automatic",
+        "manual",
+        "manual",
+        "rollback",
+    ]
+
+
+def test_corrupt_state_file_is_reported(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.root.mkdir()
+    registry.state_path.write_text("{not json")
+    with pytest.raises(RegistryError, match=r"registry\.json is not valid JSON"):
+        registry.list()
+
+
+def _process_context(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Child processes forked from a clean, single-threaded server that has imported this module.
+
+    "spawn" would import pandas and braincls again in every child (seconds each on 2 cores);
+    plain "fork" would copy whatever threads and locks earlier tests left in this process. The
+    fork server (Python 3.11) ignores the parent's sys.path, so PYTHONPATH names this module's
+    import root for its preload.
+    """
+    import_root = Path(__file__).resolve().parents[__name__.count(".")]
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [str(import_root), os.environ.get("PYTHONPATH")])),
+    )
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _run_at_once(context: Any, target: Any, arguments: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one process per argument tuple, release them together, return what each put."""
+    start = context.Event()
+    results = context.Queue()
+    workers = [context.Process(target=target, args=(*args, start, results)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=60)
+    # Each result is a few bytes, so joining before reading the queue cannot block a child.
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
+    return [results.get(timeout=10) for _ in workers]
+
+
+def _register_and_promote(
+    root: str, roc_auc: float, start: Any, results: Any
+) -> None:  # runs in a child process
+    registry = ModelRegistry(Path(root))
+    source = _model_file(Path(root).parent / f"src-{roc_auc}", f"{roc_auc}".encode())
+    start.wait(timeout=60)
+    version = registry.register(
+        source, {"roc_auc": roc_auc, "sensitivity": 0.9}, {}, "# card"
+    ).version
+    decision = registry.promote_if_better(version, CONFIG)
+    results.put((version, roc_auc, decision.promoted))
+
+
+def test_concurrent_registrations_and_promotions_are_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = _process_context(monkeypatch)
+    root = tmp_path / "models"
+    scores = [0.86, 0.95, 0.88, 0.91, 0.87, 0.90]
+    outcomes = _run_at_once(context, _register_and_promote, [(str(root), s) for s in scores])
+
+    registry = ModelRegistry(root)
+    versions = registry.list()
+    assert sorted(v.version for v in versions) == [f"v{i:04d}" for i in range(1, 7)]
+    assert len({outcome[0] for outcome in outcomes}) == 6
+    champions = [v for v in versions if v.status == "champion"]
+    assert len(champions) == 1
+    # With margin 0.01 the champion's AUC never drops by more than 0.01 per promotion, and the
+    # 0.95 model beats all others by more than the margin, so it ends as champion.
+    assert champions[0].metrics["roc_auc"] == 0.95
+    state = json.loads(registry.state_path.read_text())
+    assert state["champion"] == champions[0].version
+    assert state["champion_history"][-1] == champions[0].version
+    assert len(registry.decisions()) == 6
+
+
+def _promote_registered(root: str, version: str, start: Any, results: Any) -> None:
+    registry = ModelRegistry(Path(root))
+    start.wait(timeout=60)
+    results.put((version, registry.promote_if_better(version, CONFIG).promoted))
+
+
+def test_simultaneous_promotions_leave_one_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    # All equal: whichever goes first becomes champion; the others are non-inferior, so each
+    # later one replaces it in turn. Any interleaving must still end with exactly one champion.
+    versions = [_register(registry, tmp_path / str(i), 0.9) for i in range(6)]
+    context = _process_context(monkeypatch)
+    outcomes = _run_at_once(
+        context, _promote_registered, [(str(registry.root), version) for version in versions]
+    )
+    assert sum(promoted for _, promoted in outcomes) == 6
+    statuses = [v.status for v in registry.list()]
+    assert statuses.count("champion") == 1
+    assert statuses.count("retired") == 5
+    decisions = registry.decisions()
+    assert [d["champion_before"] for d in decisions][1:] == [
+        d["champion_after"] for d in decisions
+    ][:-1]
+
+
+def test_model_card_states_use_data_config_code_metrics_and_limits() -> None:
+    card = model_card_markdown(
+        model_name="seed_cnn",
+        training_data="Br35H (yes/, no/), 3000 images",
+        data_hash="ab" * 32,
+        split_strategy="grouped by near-duplicate group",
+        config={"epochs": 10, "learning_rate": 0.001},
+        code_version="0.1.0+g1234abc",
+        metrics={"roc_auc": 0.912, "sensitivity": 0.9, "pr_auc": float("nan")},
+        intervals={"roc_auc": (0.88, 0.94)},
+        threshold=0.4321,
+        threshold_rule="youden",
+    )
+    assert card.startswith(f"# Model card: seed_cnn {VERSION_PLACEHOLDER}\n")
+    for heading in (
+        "## Intended use",
+        "## Training data",
+        "## Configuration",
+        "## Code version",
+        "## Metrics",
+        "## Limitations",
+    ):
+        assert heading in card
+    assert INTENDED_USE in card
+    assert f"`{'ab' * 32}`" in card
+    assert '"learning_rate": 0.001' in card
+    assert "`0.1.0+g1234abc`" in card
+    assert "| ROC AUC | 0.912 | 0.880 to 0.940 |" in card
+    assert "| Sensitivity (recall, TPR) | 0.900 | n/a |" in card
+    assert "| PR AUC (average precision) | n/a | n/a |" in card
+    assert "at threshold 0.4321 chosen by rule 'youden' on the validation split" in card
