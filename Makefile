@@ -40,8 +40,8 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced
 
 demo: setup
-	$(BIN)/braincls phantom --out $(DEMO_DIR)/phantom-images --n 600 --seed 0
-	$(BIN)/braincls run --images $(DEMO_DIR)/phantom-images --data-root $(DATA_ROOT) --epochs 8 --image-size 96
+	$(BIN)/braincls phantom --out $(DEMO_DIR)/phantom-images --n 1200 --seed 0
+	$(BIN)/braincls run --images $(DEMO_DIR)/phantom-images --data-root $(DATA_ROOT) --epochs 12 --image-size 96
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from braincls.registry import ModelRegistry, ModelVersion
 
 app = typer.Typer(
     name="braincls",
@@ -56,7 +59,8 @@ def run(
     data_root: DataRoot = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping).")
+        int | None,
+        typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping)."),
     ] = None,
     model: Annotated[
         str, typer.Option("--model", help="Architecture: braincls_resnet (default) or seed_cnn.")
@@ -89,7 +93,11 @@ def run(
             {
                 "split": {"strategy": split, "seed": seed},
                 "preprocess": {"image_size_px": image_size},
-                "train": {"model": model, "seed": seed, **({"epochs": epochs} if epochs is not None else {})},
+                "train": {
+                    "model": model,
+                    "seed": seed,
+                    **({"epochs": epochs} if epochs is not None else {}),
+                },
             }
         )
     except ValidationError as error:
@@ -130,14 +138,174 @@ def phantom(
     if n < 2:
         fail("--n: at least 2 images are needed (one per class)")
     if dicom:
-        summary = phantom_module.generate_dicom_collection(
+        phantom_module.generate_dicom_collection(
             out, collection=collection, n_patients=patients, seed=seed
         )
+        typer.echo(f"wrote DICOM collection {collection} ({patients} patients) to {out}")
     else:
-        summary = phantom_module.generate_image_set(
-            out, n_images=n, seed=seed, image_size_px=image_size
+        phantom_module.generate_image_set(out, n_images=n, seed=seed, image_size_px=image_size)
+        typer.echo(f"wrote {n} phantom images (yes/, no/) to {out}")
+
+
+@app.command()
+def convert(
+    src_dir: Annotated[
+        Path, typer.Argument(help="Folder of DICOM files (any layout, e.g. a TCIA download).")
+    ],
+    data_root: DataRoot = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Labels table (CSV).")] = None,
+    modality: Annotated[str, typer.Option("--modality", help="Modality to convert.")] = "MR",
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes.")] = None,
+) -> None:
+    """Convert DICOM to training images; print the images manifest and quarantine table paths."""
+    from braincls.config import ConvertConfig
+    from braincls.dicom import ConversionError, convert_tree, load_labels
+    from braincls.dicom.labels import LabelsError
+
+    if not src_dir.is_dir():
+        fail(f"{src_dir}: DICOM folder not found")
+    root = _data_root(data_root)
+    try:
+        table = load_labels(labels) if labels is not None else None
+        result = convert_tree(
+            src_dir,
+            root / "converted",
+            ConvertConfig.model_validate({"modality": modality}),
+            table,
+            workers=workers,
         )
-    typer.echo(f"wrote {summary} to {out}")
+    except (ConversionError, LabelsError) as error:
+        fail(str(error))
+    typer.echo(
+        f"{result.images} images from {result.series} series "
+        f"({result.series_converted} converted, {result.series_cached} cached); "
+        f"{result.set_aside} files set aside, {result.unlabelled} unlabelled"
+    )
+    typer.echo(f"images manifest: {result.images_manifest}")
+    typer.echo(f"quarantine table: {result.quarantine_table}")
+
+
+@app.command()
+def validate(
+    data_root: DataRoot = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Dataset record (default: the newest under the data root)."),
+    ] = None,
+) -> None:
+    """Run the data-validation suite on the data root's current dataset; exit 1 on a blocking failure."""
+    from datetime import UTC, datetime
+
+    from braincls.config import ValidateConfig
+    from braincls.layout import DataLayout
+    from braincls.stages import DatasetRecord, run_validate
+
+    layout = DataLayout(_data_root(data_root))
+    records = sorted(
+        (layout.manifests / "dataset").glob("*/record.json"), key=lambda p: p.stat().st_mtime
+    )
+    if dataset is None and not records:
+        fail(f"{layout.manifests / 'dataset'}: no dataset yet; run `braincls run` first")
+    path = dataset or records[-1]
+    import json
+
+    record = DatasetRecord(**json.loads(Path(path).read_text()))
+    run_id = "validate-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    outcome, _ = run_validate(record, layout, ValidateConfig(), run_id)
+    for row in outcome.table_rows:
+        typer.echo(
+            f"{row['status']:>15}  {row['severity']:<8}  {row['check']:<34} {row['observed_value']}"
+        )
+    typer.echo(f"Data Docs: {outcome.docs_index}")
+    typer.echo(f"summary: {outcome.summary_html}")
+    if not outcome.success:
+        typer.echo(
+            f"braincls: error: blocking checks failed: {', '.join(outcome.blocking_failures)}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command("nbia-serve")
+def nbia_serve(
+    root: Annotated[
+        Path, typer.Option("--root", help="Folder of collection folders of DICOM files.")
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 0,
+) -> None:
+    """Serve DICOM folders as a local NBIA v4 API (TCIA stand-in) until Ctrl-C."""
+    from braincls.nbia.server import main as serve_main
+
+    if not root.is_dir():
+        fail(f"--root: {root}: folder not found")
+    raise typer.Exit(serve_main(["--root", str(root), "--host", host, "--port", str(port)]))
+
+
+models_app = typer.Typer(
+    help="The model registry: versions, champion, promotion.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+def _registry(data_root: Path | None) -> ModelRegistry:
+    from braincls.layout import DataLayout
+    from braincls.registry import ModelRegistry
+
+    return ModelRegistry(DataLayout(_data_root(data_root)).models)
+
+
+@models_app.command("list")
+def models_list(data_root: DataRoot = None) -> None:
+    """List model versions with status and headline test metrics."""
+    registry = _registry(data_root)
+    versions = registry.list()
+    if not versions:
+        typer.echo("no models registered")
+    for version in versions:
+        metrics = version.metrics
+        typer.echo(
+            f"{version.version}  {version.status:<10}  roc_auc={metrics.get('roc_auc')}  "
+            f"sensitivity={metrics.get('sensitivity')}  specificity={metrics.get('specificity')}"
+        )
+
+
+@models_app.command("show")
+def models_show(version: str, data_root: DataRoot = None) -> None:
+    """Print a version's model card."""
+    from braincls.registry import UnknownVersionError
+
+    try:
+        typer.echo(registry_version(data_root, version).card_path.read_text())
+    except UnknownVersionError as error:
+        fail(str(error))
+
+
+def registry_version(data_root: Path | None, version: str) -> ModelVersion:
+    """One version of the registry under ``data_root``."""
+    return _registry(data_root).get(version)
+
+
+@models_app.command("promote")
+def models_promote(version: str, data_root: DataRoot = None) -> None:
+    """Make VERSION the champion (manual decision, recorded)."""
+    from braincls.registry import RegistryError
+
+    try:
+        typer.echo(_registry(data_root).promote(version).summary)
+    except RegistryError as error:
+        fail(str(error))
+
+
+@models_app.command("rollback")
+def models_rollback(data_root: DataRoot = None) -> None:
+    """Make the previous champion the champion again (recorded)."""
+    from braincls.registry import RegistryError
+
+    try:
+        typer.echo(_registry(data_root).rollback().summary)
+    except RegistryError as error:
+        fail(str(error))
 
 
 def main() -> None:

@@ -410,3 +410,104 @@ def run_validate(
         markdown=report.to_markdown(),
     )
     return out, report
+
+
+@dataclass(frozen=True)
+class RegistrationRecord:
+    """Outcome of registering a trained model and deciding on its promotion."""
+
+    version: str
+    promoted: bool
+    champion: str | None
+    summary: str
+    reasons: list[str]
+    decision: dict[str, Any]
+
+
+def run_register(
+    model: ModelRecord,
+    dataset: DatasetRecord,
+    evaluation: Any,
+    layout: DataLayout,
+    config: Any,
+) -> RegistrationRecord:
+    """Register the model as a new version and promote it if it beats the champion.
+
+    A model already registered (same bytes) is not registered twice. The champion is evaluated
+    on this run's test split when it takes the same input size, so both are judged on the same
+    data; otherwise its registered metrics are used and the decision says so.
+    """
+    from braincls import __version__
+    from braincls.registry import ModelRegistry, model_card_markdown
+
+    registry = ModelRegistry(layout.models)
+    metrics = json.loads(Path(evaluation.metrics_path).read_text())
+    existing = [
+        v for v in registry.list() if v.metadata().get("model_sha256") == model.model_sha256
+    ]
+    if existing:
+        version = existing[-1]
+    else:
+        card = model_card_markdown(
+            model_name=model.model_name,
+            training_data=f"{dataset.source} ({sum(sum(c.values()) for c in dataset.counts.values())} images)",
+            data_hash=dataset.manifest_sha256,
+            split_strategy=str(metrics.get("split")),
+            config={"train_key": model.key, "image_size_px": dataset.image_size_px},
+            code_version=__version__,
+            metrics=metrics,
+            intervals=metrics.get("confidence_intervals"),
+            threshold=metrics.get("threshold"),
+            threshold_rule=metrics.get("threshold_rule"),
+        )
+        version = registry.register(
+            Path(model.model_path),
+            metrics,
+            {
+                "model_sha256": model.model_sha256,
+                "model_name": model.model_name,
+                "dataset_manifest_sha256": dataset.manifest_sha256,
+                "image_size_px": dataset.image_size_px,
+                "preprocess_key": dataset.key,
+                "report": evaluation.report_html,
+                "threshold": metrics.get("threshold"),
+            },
+            card,
+        )
+    champion = registry.champion()
+    champion_metrics = None
+    if champion is not None and champion.version != version.version:
+        champion_metrics = _champion_on_same_data(champion, dataset, layout)
+    decision = registry.promote_if_better(
+        version.version,
+        config,
+        champion_metrics,
+        compared_champion=None if champion is None else champion.version,
+    )
+    return RegistrationRecord(
+        version=version.version,
+        promoted=decision.promoted,
+        champion=decision.champion_after,
+        summary=decision.summary,
+        reasons=list(decision.reasons),
+        decision=decision.to_dict(),
+    )
+
+
+def _champion_on_same_data(
+    champion: Any, dataset: DatasetRecord, layout: DataLayout
+) -> dict[str, Any] | None:
+    """The champion's test metrics on this dataset's test split, or None when it takes
+    differently prepared images (another size or preprocessing)."""
+    from braincls.evaluate import _split_part, load_images, load_model, predict_probabilities
+    from braincls.metrics import binary_metrics
+
+    meta = champion.metadata()
+    if meta.get("image_size_px") != dataset.image_size_px:
+        return None
+    frame = read_dataset(dataset)
+    paths, labels = _split_part(frame, "test", layout.root)
+    model = load_model(champion.model_path)
+    probabilities = predict_probabilities(model, load_images(paths, dataset.image_size_px))
+    threshold = float(meta.get("threshold") or 0.5)
+    return dict(binary_metrics(labels, probabilities, threshold))

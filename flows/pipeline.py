@@ -1,4 +1,7 @@
-"""The main job: import -> split -> preprocess -> validate -> train -> evaluate, cached by content."""
+"""The main job: import -> split -> preprocess -> validate -> train -> evaluate -> register.
+
+Every stage but the registry is cached by content; the registry decides on promotion anew.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prefect.runtime import flow_run
 from braincls.config import PipelineConfig
 from tasks.data import import_images, preprocess_images, split_dataset
 from tasks.evaluation import evaluate
+from tasks.registry import register_model
 from tasks.training import train
 from tasks.validation import validate_dataset
 
@@ -38,7 +42,11 @@ def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig)
 
     run = run_deployment(
         deployment,
-        parameters={"dataset": asdict(dataset), "data_root": root, "config": cfg.train.model_dump()},
+        parameters={
+            "dataset": asdict(dataset),
+            "data_root": root,
+            "config": cfg.train.model_dump(),
+        },
         timeout=None,
     )
     if run.state is None or not run.state.is_completed():
@@ -86,7 +94,11 @@ def pipeline(
     evaluation, states["evaluate"] = _call(
         evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
     )
+    registration, states["register"] = _call(
+        register_model, storage, model, dataset, evaluation, root, cfg.registry
+    )
     logger.info("stage states: %s", states)
+    logger.info("promotion: %s", registration.summary)
     logger.info("report: %s", evaluation.report_html)
     return {
         "states": states,
@@ -94,4 +106,7 @@ def pipeline(
         "report_html": evaluation.report_html,
         "metrics": evaluation.metrics,
         "model_dir": model.model_dir,
+        "model_version": registration.version,
+        "promoted": registration.promoted,
+        "champion": registration.champion,
     }

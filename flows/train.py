@@ -19,7 +19,9 @@ from tasks.training import train
 
 
 @flow(name="train-model", log_prints=True, timeout_seconds=12 * 3600)
-def train_flow(dataset: dict[str, Any], data_root: str, config: TrainConfig | None = None) -> dict[str, Any]:
+def train_flow(
+    dataset: dict[str, Any], data_root: str, config: TrainConfig | None = None
+) -> dict[str, Any]:
     """Train on a dataset record (as written by the preprocess stage) under ``data_root``.
 
     Args:

@@ -47,7 +47,8 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
     started = time.perf_counter()
     first = pipeline(images_dir=str(phantom_images), data_root=str(root), config=_config())
     first_seconds = time.perf_counter() - started
-    assert first["states"] == dict.fromkeys(EXPECTED_STAGES, "Completed")
+    assert first["states"] == {**dict.fromkeys(EXPECTED_STAGES, "Completed"), "register": "Completed"}
+    assert first["model_version"] == "v0001"
 
     report_dir = Path(first["report_dir"])
     assert report_dir.parent == root / "reports"
@@ -70,7 +71,8 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
     started = time.perf_counter()
     second = pipeline(images_dir=str(phantom_images), data_root=str(root), config=_config())
     second_seconds = time.perf_counter() - started
-    assert second["states"] == dict.fromkeys(EXPECTED_STAGES, "Cached")
+    assert second["states"] == {**dict.fromkeys(EXPECTED_STAGES, "Cached"), "register": "Completed"}
+    assert second["model_version"] == "v0001"  # the same model is not registered twice
     assert second["report_html"] == first["report_html"]
     assert second_seconds < first_seconds / 2
 
@@ -85,8 +87,11 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
         "validate": "Cached",
         "train": "Completed",
         "evaluate": "Completed",
+        "register": "Completed",
     }
     assert third["model_dir"] != first["model_dir"]
+    assert third["model_version"] == "v0002"
+    assert "promotion-decision" in _latest_artifact_keys()
 
     # A new split seed reruns the split and everything after it.
     changed = _config().model_copy(update={"split": _config().split.model_copy(update={"seed": 7})})
@@ -98,6 +103,7 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
         "validate": "Completed",
         "train": "Completed",
         "evaluate": "Completed",
+        "register": "Completed",
     }
 
 
