@@ -264,6 +264,12 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
     # Name each group after its first member's hash so that ids do not depend on file order.
     first_member = pd.Series(frame["sha256"].to_numpy()).groupby(components).transform("min")
     frame["group_id"] = [f"g{digest[:16]}" for digest in first_member]
+    known = read_groups_file(images_dir)
+    if known:
+        # A data set that knows its patients (or heads) says so; that beats any fingerprint.
+        listed = frame["relative_path"].map(known)
+        frame.loc[listed.notna(), "group_id"] = "p-" + listed[listed.notna()].astype(str)
+        frame.loc[listed.notna(), "patient_id"] = listed[listed.notna()].astype(str)
     manifest = coerce(frame, IMAGE_COLUMNS)
     quarantine = (
         coerce(pd.DataFrame(quarantined), QUARANTINE_COLUMNS)
@@ -271,6 +277,25 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
         else empty_frame(QUARANTINE_COLUMNS)
     )
     return ImportResult(manifest=manifest, quarantine=quarantine, class_names=class_names)
+
+
+GROUPS_FILE = "groups.csv"
+
+
+def read_groups_file(images_dir: Path) -> dict[str, str]:
+    """Known groups from ``<images_dir>/groups.csv`` (columns ``relative_path,group``), if any.
+
+    Rows name files relative to the image folder; their group (a patient, or a synthetic head)
+    replaces the near-duplicate group, so the split keeps each patient on one side.
+    """
+    path = Path(images_dir) / GROUPS_FILE
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str)
+    missing = {"relative_path", "group"} - set(table.columns)
+    if missing:
+        raise ImportError_(f"{path}: missing columns {', '.join(sorted(missing))}")
+    return dict(zip(table["relative_path"], table["group"], strict=True))
 
 
 class SplitError(ValueError):

@@ -100,6 +100,9 @@ def _slice_height(rng: np.random.Generator, tumor: TumorSpec) -> float:
     )
 
 
+GROUPS_FILE = "groups.csv"
+
+
 def to_uint8(image: NDArray[np.float32], white_level: float) -> NDArray[np.uint8]:
     """Map intensities ``[0, white_level]`` linearly onto ``0..255`` (clipping above)."""
     scaled = image * np.float32(255.0 / white_level)
@@ -212,6 +215,12 @@ def generate_image_set(
                 raise RuntimeError(f"OpenCV could not encode {relative} as PNG")
             (staging / relative).write_bytes(encoded.tobytes())
             records.append(_image_record(relative, plan, tumor if with_tumor else None))
+        # Known grouping: every slice of one synthetic head is one "patient", so the importer
+        # splits by head instead of guessing from image similarity (synthetic heads look alike).
+        (staging / GROUPS_FILE).write_text(
+            "relative_path,group\n"
+            + "".join(f"{r['path']},head-{int(r['head']):04d}\n" for r in records)
+        )
         write_json(
             staging / "phantom.json",
             {

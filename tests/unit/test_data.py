@@ -161,3 +161,17 @@ def test_split_fails_when_a_class_cannot_reach_every_split() -> None:
 def test_split_fractions_must_add_up() -> None:
     with pytest.raises(SplitError, match="must add up to 1"):
         split_manifest(_manifest(10, 1), SplitConfig(train_fraction=0.5))
+
+
+def test_groups_file_overrides_fingerprint_groups(image_folder: Path) -> None:
+    (image_folder / "groups.csv").write_text(
+        "relative_path,group\nno/no0.png,P1\nyes/yes5.png,P1\nno/no3.png,P2\n"
+    )
+    manifest = import_image_folder(image_folder, ImportConfig()).manifest.set_index("relative_path")
+    assert (
+        manifest.loc["no/no0.png", "group_id"] == manifest.loc["yes/yes5.png", "group_id"] == "p-P1"
+    )
+    assert manifest.loc["no/no3.png", "group_id"] == "p-P2"
+    assert manifest.loc["no/no3.png", "patient_id"] == "P2"
+    assert pd.isna(manifest.loc["no/no1.png", "patient_id"])
+    assert manifest.loc["no/no1.png", "group_id"].startswith("g")

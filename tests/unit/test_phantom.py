@@ -165,7 +165,7 @@ def test_image_set_is_balanced_class_folders_of_8_bit_pngs(image_set) -> None:
     yes = sorted((root / "yes").iterdir())
     no = sorted((root / "no").iterdir())
 
-    assert entries == ["no", "phantom.json", "yes"]
+    assert entries == ["groups.csv", "no", "phantom.json", "yes"]
     assert (len(yes), len(no)) == (12, 12)
     assert (image_set.n_tumor, image_set.n_no_tumor, image_set.n_heads) == (12, 12, 6)
     for path in yes + no:
@@ -224,7 +224,12 @@ def test_image_set_replaces_an_existing_folder_whole(tmp_path: Path) -> None:
 
     generate_image_set(out, n_images=4, seed=0, image_size_px=32)
 
-    assert sorted(path.name for path in out.iterdir()) == ["no", "phantom.json", "yes"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "groups.csv",
+        "no",
+        "phantom.json",
+        "yes",
+    ]
     assert not (out / "yes" / "stale.png").exists()
     assert [path.name for path in tmp_path.iterdir()] == ["set"]
 
