@@ -226,6 +226,43 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        Path, typer.Option("--model", help="Model folder (runs/<key>/model or models/<version>).")
+    ],
+    images: Annotated[
+        Path, typer.Option("--images", help="Labelled class-per-folder images to evaluate on.")
+    ],
+    data_root: DataRoot = None,
+) -> None:
+    """External validation: evaluate a saved model on any labelled image folder."""
+    from datetime import UTC, datetime
+
+    from braincls.data import ImportError_, class_folders
+    from braincls.evaluate import EvaluationError, evaluate_external
+
+    try:
+        class_folders(images)
+    except ImportError_ as error:
+        fail(str(error))
+    if not model.is_dir():
+        fail(f"--model: {model}: folder not found")
+    _quiet_defaults()
+    run_id = "external-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        record = evaluate_external(model, images, _data_root(data_root), run_id=run_id)
+    except EvaluationError as error:
+        fail(str(error))
+    metrics = record.metrics
+    typer.echo(
+        f"external data {images.name} (all {metrics['n_test']} images, threshold {metrics['threshold']:.3f} "
+        f"fixed at training): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}, "
+        f"sensitivity {metrics['sensitivity']:.3f}, specificity {metrics['specificity']:.3f}"
+    )
+    typer.echo(f"report: {record.report_html}")
+
+
 @app.command("nbia-serve")
 def nbia_serve(
     root: Annotated[

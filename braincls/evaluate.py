@@ -106,12 +106,16 @@ def evaluate_predictions(
         undefined_metric_notes,
     )
 
-    threshold = choose_threshold(
-        y_true_val,
-        y_prob_val,
-        config.threshold_rule,
-        config.min_sensitivity,
-        fixed_threshold=config.threshold,
+    threshold = (
+        config.threshold
+        if config.threshold_rule == "fixed"
+        else choose_threshold(
+            y_true_val,
+            y_prob_val,
+            config.threshold_rule,
+            config.min_sensitivity,
+            fixed_threshold=config.threshold,
+        )
     )
     metrics = binary_metrics(
         y_true_test, y_prob_test, threshold, calibration_bins=config.calibration_bins
@@ -198,11 +202,16 @@ def evaluate_model(
     image_size_px = int(model.input_shape[1])
     val_paths, y_val = _split_part(dataset, "val", data_root)
     test_paths, y_test = _split_part(dataset, "test", data_root)
-    if len(test_paths) == 0 or len(val_paths) == 0:
+    fixed = config.threshold_rule == "fixed"
+    if len(test_paths) == 0 or (len(val_paths) == 0 and not fixed):
         raise EvaluationError(
             f"evaluation needs val and test images; got {len(val_paths)} val, {len(test_paths)} test"
         )
-    p_val = predict_probabilities(model, load_images(val_paths, image_size_px))
+    p_val = (
+        predict_probabilities(model, load_images(val_paths, image_size_px))
+        if val_paths
+        else np.empty(0, np.float64)
+    )
     test_images = load_images(test_paths, image_size_px)
     p_test = predict_probabilities(model, test_images)
     result = evaluate_predictions(y_val, p_val, y_test, p_test, config)
@@ -336,3 +345,66 @@ def write_evaluation_record(path: Path, record: EvaluationRecord) -> None:
     from dataclasses import asdict
 
     write_json(path, asdict(record))
+
+
+def evaluate_external(
+    model_dir: Path,
+    images_dir: Path,
+    data_root: Path,
+    config: EvaluateConfig | None = None,
+    *,
+    run_id: str,
+) -> EvaluationRecord:
+    """External validation: evaluate a saved model on every image of a labelled image folder.
+
+    The images are prepared exactly as the model's training images were (the preprocessing
+    config saved with the model); the decision threshold is the one fixed at training time
+    (saved with the model), never tuned on the external data. Every image is test data.
+    """
+    import json
+
+    from braincls.config import ImportConfig, PreprocessConfig
+    from braincls.data import import_image_folder
+    from braincls.layout import DataLayout
+    from braincls.preprocess import preprocess_manifest
+
+    model_dir = Path(model_dir)
+    record_path = model_dir / "train_record.json"
+    metadata_path = model_dir / "metadata.json"  # a registry version folder
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+    elif metadata_path.is_file() and "train_record" in json.loads(metadata_path.read_text()):
+        record = json.loads(metadata_path.read_text())["train_record"]
+    else:
+        raise EvaluationError(
+            f"{model_dir}: not a braincls model folder (no train_record.json, no registry metadata.json)"
+        )
+    threshold = float(record.get("threshold") or 0.5)
+    preprocess = PreprocessConfig.model_validate(
+        record.get("preprocess") or {"image_size_px": record["image_size_px"]}
+    )
+    layout = DataLayout(Path(data_root))
+    imported = import_image_folder(images_dir, ImportConfig())
+    if list(imported.class_names) != list(record["class_names"]):
+        raise EvaluationError(
+            f"{images_dir}: classes {list(imported.class_names)} differ from the model's {record['class_names']}"
+        )
+    frame = imported.manifest.copy()
+    frame[SPLIT_COLUMN] = "test"
+    frame, _ = preprocess_manifest(frame, layout, preprocess)
+    external = (config or EvaluateConfig()).model_copy(
+        update={"threshold_rule": "fixed", "threshold": threshold}
+    )
+    return evaluate_model(
+        model_dir / "model.keras",
+        frame,
+        layout.root,
+        layout.reports / run_id,
+        external,
+        run_id=run_id,
+        model_name=str(record["model"]),
+        class_names=list(record["class_names"]),
+        strategy="grouped",
+        source=f"{Path(images_dir).name} (external: not seen in training)",
+        history=None,
+    )

@@ -109,6 +109,7 @@ class DatasetRecord:
     counts: dict[str, dict[str, int]]
     source: str
     n_written: int = 0
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ def run_preprocess(
         counts=record.counts,
         source=record.source,
         n_written=written,
+        preprocess=config.model_dump(mode="json"),
     )
     _write_record(record_path, out)
     return out
@@ -354,6 +356,14 @@ def run_evaluate(
         data_hash=dataset.manifest_sha256,
     )
     record = replace(result, key=key)
+    # The model folder remembers its fixed threshold and preprocessing, for external validation.
+    train_record_path = Path(model.model_dir) / "train_record.json"
+    train_record = json.loads(train_record_path.read_text())
+    train_record["threshold"] = record.metrics["threshold"]
+    train_record["preprocess"] = json.loads(
+        (Path(dataset.manifest_path).parent / "record.json").read_text()
+    ).get("preprocess")
+    write_json(train_record_path, train_record)
     _write_record(Path(record.report_dir) / "evaluation.json", record)
     _write_record(pointer, record)
     return record
@@ -471,6 +481,9 @@ def run_register(
                 "preprocess_key": dataset.key,
                 "report": evaluation.report_html,
                 "threshold": metrics.get("threshold"),
+                "train_record": json.loads(
+                    (Path(model.model_dir) / "train_record.json").read_text()
+                ),
             },
             card,
         )

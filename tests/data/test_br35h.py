@@ -82,3 +82,43 @@ def test_small_real_run_beats_chance(br35h_dir: Path, tmp_path: Path) -> None:
     assert metrics["n_test"] >= 40
     assert metrics["roc_auc"] > 0.75, metrics["roc_auc"]
     assert metrics["accuracy"] > 0.65, metrics["accuracy"]
+
+
+def test_external_validation_uses_the_training_threshold(br35h_dir: Path, tmp_path: Path) -> None:
+    """Train on 100 + 100 Br35H images, then evaluate the saved model on 40 + 40 others."""
+    from braincls.evaluate import evaluate_external
+    from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
+
+    train_set, external_set = tmp_path / "train", tmp_path / "external"
+    for label in ("yes", "no"):
+        files = sorted((br35h_dir / label).iterdir())
+        for folder, chosen in ((train_set, files[:100]), (external_set, files[-40:])):
+            (folder / label).mkdir(parents=True)
+            for path in chosen:
+                (folder / label / path.name).symlink_to(path)
+    layout = DataLayout(tmp_path / "data")
+    dataset = run_preprocess(
+        run_split(run_import(train_set, layout, ImportConfig()), layout, SplitConfig(seed=1)),
+        layout,
+        PreprocessConfig(image_size_px=48),
+    )
+    train = TrainConfig.model_validate(
+        {"model": "seed_cnn", "epochs": 2, "augment": {"enabled": False}}
+    )
+    model = run_train(dataset, layout, train)
+    internal = run_evaluate(
+        model, dataset, layout, EvaluateConfig(bootstrap_resamples=100), "internal"
+    )
+    external = evaluate_external(
+        Path(model.model_dir),
+        external_set,
+        layout.root,
+        EvaluateConfig(bootstrap_resamples=100),
+        run_id="external",
+    )
+    metrics = json.loads(Path(external.metrics_path).read_text())
+    assert metrics["n_test"] == 80
+    assert metrics["n_train"] == 0 and metrics["n_val"] == 0
+    assert metrics["threshold"] == internal.metrics["threshold"]
+    assert metrics["threshold_rule"] == "fixed"
+    assert "external" in metrics["data_source"]
