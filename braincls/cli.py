@@ -263,6 +263,33 @@ def evaluate(
     typer.echo(f"report: {record.report_html}")
 
 
+@app.command()
+def ingest(
+    collection: Annotated[str, typer.Argument(help="TCIA collection name, e.g. UPENN-GBM.")],
+    data_root: DataRoot = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
+        ),
+    ] = None,
+    modality: Annotated[
+        str, typer.Option("--modality", help="Modality filter ('' for all).")
+    ] = "MR",
+) -> None:
+    """Ingest one collection: download and verify every new or changed series into <data root>/raw."""
+    _quiet_defaults()
+    from flows.ingest import ingest_flow
+
+    result = ingest_flow(
+        collection, modality=modality, data_root=str(_data_root(data_root)), base_url=base_url
+    )
+    typer.echo(
+        f"{collection}: {result['listed']} series listed, {result['downloaded']} downloaded, "
+        f"{result['skipped']} already present; raw data in {result['raw_root']}"
+    )
+
+
 @app.command("nbia-serve")
 def nbia_serve(
     root: Annotated[

@@ -1,0 +1,68 @@
+"""Prefect tasks of TCIA ingest: list a collection, download one series per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.concurrency.sync import concurrency
+
+from braincls.config import TciaConfig
+from braincls.tcia import NbiaClient
+from braincls.tcia.errors import (
+    TciaRequestError,
+    TciaServerError,
+    TciaTimeoutError,
+    TciaTransportError,
+)
+from braincls.tcia.ingest import IngestFailure, IngestPlan, ingest_series, plan_ingest
+from braincls.tcia.records import SeriesRecord
+from tasks.common import retry_on
+
+#: Faults worth another try after the client's own retries gave up (a long outage).
+TRANSIENT_TCIA = (TciaServerError, TciaTimeoutError, TciaTransportError, OSError)
+
+#: Name of the Prefect global concurrency limit that caps downloads from TCIA.
+TCIA_LIMIT = "tcia"
+
+
+@task(
+    name="plan-ingest",
+    retries=3,
+    retry_delay_seconds=[10, 60, 300],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on(*TRANSIENT_TCIA),
+    tags=["braincls", "tcia"],
+)
+def plan_collection(
+    collection: str, filters: dict[str, str], raw_root: str, base_url: str, config: TciaConfig
+) -> IngestPlan:
+    """List the collection and compare it with the verified local state."""
+    with NbiaClient.from_config(config, base_url) as client:
+        return plan_ingest(client, collection, Path(raw_root), filters)
+
+
+@task(
+    name="download-series",
+    retries=2,
+    retry_delay_seconds=[30, 300],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on(*TRANSIENT_TCIA),
+    tags=["braincls", "tcia"],
+)
+def download_series(
+    series: SeriesRecord, raw_root: str, base_url: str, config: TciaConfig
+) -> dict[str, Any]:
+    """Download and verify one series (a no-op when a verified copy is present).
+
+    Holds one slot of the global concurrency limit ``tcia`` while it downloads. Returns a small
+    dict: the series UID, whether it was downloaded, its bytes, or the error that ended it.
+    """
+    with concurrency(TCIA_LIMIT, occupy=1), NbiaClient.from_config(config, base_url) as client:
+        try:
+            result = ingest_series(client, series, Path(raw_root))
+        except TciaRequestError as error:  # 400/404: retrying cannot help
+            get_run_logger().error("series %s: %s", series.series_instance_uid, error)
+            return {"failure": IngestFailure.from_exception(series, error)}
+    return {"download": result}
