@@ -133,41 +133,21 @@ def train_model(
         keras.mixed_precision.set_global_policy("float32")
     weights = class_weights(train_labels) if config.class_weights else None
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        train_data: Any = make_dataset(
-            train_paths,
-            train_labels,
-            image_size_px=image_size_px,
-            batch_size=config.batch_size,
-            shuffle=True,
-            seed=config.seed,
-            shuffle_buffer=config.shuffle_buffer,
-        )
-        val_data: Any = make_dataset(
-            val_paths,
-            val_labels,
-            image_size_px=image_size_px,
-            batch_size=config.batch_size,
-            shuffle=False,
-            seed=config.seed,
-        )
-    else:
-        train_data = PngSequence(
-            train_paths,
-            train_labels,
-            image_size_px=image_size_px,
-            batch_size=config.batch_size,
-            shuffle=True,
-            seed=config.seed,
-        )
-        val_data = PngSequence(
-            val_paths,
-            val_labels,
-            image_size_px=image_size_px,
-            batch_size=config.batch_size,
-            shuffle=False,
-            seed=config.seed,
-        )
+
+    def inputs(paths: list[str], labels: list[int], shuffle: bool) -> Any:
+        """tf.data on the TensorFlow backend; a PyDataset (no TensorFlow) on JAX or PyTorch."""
+        common: dict[str, Any] = {
+            "image_size_px": image_size_px,
+            "batch_size": config.batch_size,
+            "shuffle": shuffle,
+            "seed": config.seed,
+        }
+        if backend == "tensorflow":
+            return make_dataset(paths, labels, shuffle_buffer=config.shuffle_buffer, **common)
+        return PngSequence(paths, labels, **common)
+
+    train_data = inputs(train_paths, train_labels, shuffle=True)
+    val_data = inputs(val_paths, val_labels, shuffle=False)
 
     def build_and_compile() -> Any:
         model = build_model(

@@ -219,7 +219,7 @@ def generate_image_set(
         # splits by head instead of guessing from image similarity (synthetic heads look alike).
         (staging / GROUPS_FILE).write_text(
             "relative_path,group\n"
-            + "".join(f"{r['path']},head-{int(r['head']):04d}\n" for r in records)
+            + "".join(f"{r['path']},head-{int(str(r['head'])):04d}\n" for r in records)
         )
         write_json(
             staging / "phantom.json",
