@@ -20,16 +20,44 @@ ROOT = HERE.parent
 
 
 def run(images: Path, data_root: Path, *extra: str) -> dict[str, object]:
-    command = [sys.executable, str(HERE / "train_eval.py"), "--images", str(images), "--data-root", str(data_root), *extra]
+    command = [
+        sys.executable,
+        str(HERE / "train_eval.py"),
+        "--images",
+        str(images),
+        "--data-root",
+        str(data_root),
+        *extra,
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    columns = ["profile", "model", "split", "epochs_run", "n_test", "accuracy_at_0_5", "accuracy", "roc_auc", "sensitivity", "specificity", "train_seconds", "train_images_per_second", "peak_rss_mb"]
+    columns = [
+        "profile",
+        "model",
+        "split",
+        "epochs_run",
+        "n_test",
+        "accuracy_at_0_5",
+        "accuracy",
+        "roc_auc",
+        "sensitivity",
+        "specificity",
+        "train_seconds",
+        "train_images_per_second",
+        "peak_rss_mb",
+    ]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) and c not in ("train_seconds", "train_images_per_second", "peak_rss_mb") else str(row[c]) for c in columns]
+        cells = [
+            f"{row[c]:.4f}"
+            if isinstance(row[c], float)
+            and c not in ("train_seconds", "train_images_per_second", "peak_rss_mb")
+            else str(row[c])
+            for c in columns
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -43,7 +71,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="braincls-bench-") as tmp:
         for split in ("random", "grouped"):
-            rows.append(run(args.images, Path(tmp) / "data", "--profile", "seed", "--split", split, "--epochs", str(args.epochs)))
+            rows.append(
+                run(
+                    args.images,
+                    Path(tmp) / "data",
+                    "--profile",
+                    "seed",
+                    "--split",
+                    split,
+                    "--epochs",
+                    str(args.epochs),
+                )
+            )
             print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "seed_parity.json").write_text(json.dumps(rows, indent=2))

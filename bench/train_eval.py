@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README: oneDNN heap corruption
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from braincls.config import (  # noqa: E402
+from braincls.config import (
     AugmentConfig,
     EvaluateConfig,
     ImportConfig,
@@ -29,8 +29,8 @@ from braincls.config import (  # noqa: E402
     SplitConfig,
     TrainConfig,
 )
-from braincls.layout import DataLayout  # noqa: E402
-from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train  # noqa: E402
+from braincls.layout import DataLayout
+from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
 
 #: The seed project's way: stretched canvas, no intensity standardisation, no augmentation,
 #: plain Adam, fixed 15 epochs, no class weights, no early stopping.
@@ -56,11 +56,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--external-images", type=Path, default=None, help="Also evaluate on this set (all of it).")
+    parser.add_argument(
+        "--external-images", type=Path, default=None, help="Also evaluate on this set (all of it)."
+    )
     args = parser.parse_args()
 
     layout = DataLayout(args.data_root.resolve())
-    preprocess = PreprocessConfig(image_size_px=args.image_size, **(SEED_PREPROCESS if args.profile == "seed" else {}))
+    preprocess = PreprocessConfig(
+        image_size_px=args.image_size, **(SEED_PREPROCESS if args.profile == "seed" else {})
+    )
     train_overrides: dict[str, object] = dict(SEED_TRAIN) if args.profile == "seed" else {}
     train_overrides["seed"] = args.seed
     if args.epochs:
@@ -78,7 +82,9 @@ def main() -> None:
     model = run_train(dataset, layout, train_config)
     train_seconds = time.perf_counter() - started
     run_id = f"bench-{args.profile}-{args.split}-{args.seed}"
-    evaluation = run_evaluate(model, dataset, layout, EvaluateConfig(gradcam_examples_per_category=2), run_id)
+    evaluation = run_evaluate(
+        model, dataset, layout, EvaluateConfig(gradcam_examples_per_category=2), run_id
+    )
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     n_train = dataset.counts["train"]
     result = {
@@ -98,14 +104,18 @@ def main() -> None:
         "threshold": metrics["threshold"],
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(train_seconds, 1),
-        "train_images_per_second": round(sum(n_train.values()) * model.epochs_run / train_seconds, 1),
+        "train_images_per_second": round(
+            sum(n_train.values()) * model.epochs_run / train_seconds, 1
+        ),
         "report": evaluation.report_html,
         "model_path": model.model_path,
     }
     if args.external_images is not None:
         from bench.external import evaluate_external
 
-        result["external"] = evaluate_external(Path(model.model_path), args.external_images, preprocess, layout)
+        result["external"] = evaluate_external(
+            Path(model.model_path), args.external_images, preprocess, layout
+        )
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 

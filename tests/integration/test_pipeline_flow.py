@@ -47,7 +47,10 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
     started = time.perf_counter()
     first = pipeline(images_dir=str(phantom_images), data_root=str(root), config=_config())
     first_seconds = time.perf_counter() - started
-    assert first["states"] == {**dict.fromkeys(EXPECTED_STAGES, "Completed"), "register": "Completed"}
+    assert first["states"] == {
+        **dict.fromkeys(EXPECTED_STAGES, "Completed"),
+        "register": "Completed",
+    }
     assert first["model_version"] == "v0001"
 
     report_dir = Path(first["report_dir"])
@@ -107,16 +110,19 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
     }
 
 
-def test_blocking_validation_failure_stops_before_training(phantom_images: Path, tmp_path: Path) -> None:
-    from flows.pipeline import pipeline
-
+def test_blocking_validation_failure_stops_before_training(
+    phantom_images: Path, tmp_path: Path
+) -> None:
     from braincls.validate import ValidationFailed
+    from flows.pipeline import pipeline
 
     root = tmp_path / "data"
     config = _config().model_copy(
         update={"validate_": _config().validate_.model_copy(update={"min_count_per_class": 500})}
     )
-    with pytest.raises(ValidationFailed, match=r"1 blocking check\(s\): labels.min_count_per_split"):
+    with pytest.raises(
+        ValidationFailed, match=r"1 blocking check\(s\): labels.min_count_per_split"
+    ):
         pipeline(images_dir=str(phantom_images), data_root=str(root), config=config)
     assert not (root / "runs").exists()  # training never started
     assert "validation-results" in _latest_artifact_keys()

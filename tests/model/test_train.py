@@ -81,14 +81,23 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     assert (tmp_path / "model" / MODEL_FILE).is_file()
 
 
-def test_augmented_seed_model_trains(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+def test_augmented_seed_model_trains(
+    tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
     root, frame = tiny_dataset
-    result = _train(root, frame, tmp_path, _config(model="seed_cnn", epochs=2, augment=AugmentConfig().model_dump()))
+    result = _train(
+        root,
+        frame,
+        tmp_path,
+        _config(model="seed_cnn", epochs=2, augment=AugmentConfig().model_dump()),
+    )
     assert result.epochs_run == 2
     assert json.loads(result.record_path.read_text())["model"] == "seed_cnn"
 
 
-def test_crash_leaves_no_model_and_retry_resumes(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+def test_crash_leaves_no_model_and_retry_resumes(
+    tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
     root, frame = tiny_dataset
     seen_first: list[int] = []
 
@@ -104,7 +113,9 @@ def test_crash_leaves_no_model_and_retry_resumes(tiny_dataset: tuple[Path, pd.Da
     assert not list(tmp_path.glob("**/*.keras"))
 
     seen_retry: list[int] = []
-    result = _train(root, frame, tmp_path, _config(epochs=4), lambda e, t, logs: seen_retry.append(e))
+    result = _train(
+        root, frame, tmp_path, _config(epochs=4), lambda e, t, logs: seen_retry.append(e)
+    )
     assert seen_retry == [3, 4]  # resumed after the last finished epoch, not from epoch 1
     assert result.epochs_run == 4
     assert len(result.history["val_auc"]) == 4

@@ -25,12 +25,30 @@ def two_classes(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--images", "/nonexistent/folder"], "braincls: error: /nonexistent/folder: image folder not found"),
-        (["run", "--images", "{two}", "--model", "resnet9000"], "braincls: error: --model: unknown model 'resnet9000'; choose one of: "),
-        (["run", "--images", "{two}", "--split", "diagonal"], "braincls: error: --split: must be 'grouped' or 'random', got 'diagonal'"),
-        (["run", "--images", "{two}", "--epochs", "0"], "braincls: error: train.epochs: Input should be greater than or equal to 1"),
-        (["run", "--images", "{two}", "--image-size", "4"], "braincls: error: preprocess.image_size_px: Input should be greater than or equal to 8"),
-        (["phantom", "--out", "{two}/x", "--n", "1"], "braincls: error: --n: at least 2 images are needed (one per class)"),
+        (
+            ["run", "--images", "/nonexistent/folder"],
+            "braincls: error: /nonexistent/folder: image folder not found",
+        ),
+        (
+            ["run", "--images", "{two}", "--model", "resnet9000"],
+            "braincls: error: --model: unknown model 'resnet9000'; choose one of: ",
+        ),
+        (
+            ["run", "--images", "{two}", "--split", "diagonal"],
+            "braincls: error: --split: must be 'grouped' or 'random', got 'diagonal'",
+        ),
+        (
+            ["run", "--images", "{two}", "--epochs", "0"],
+            "braincls: error: train.epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            ["run", "--images", "{two}", "--image-size", "4"],
+            "braincls: error: preprocess.image_size_px: Input should be greater than or equal to 8",
+        ),
+        (
+            ["phantom", "--out", "{two}/x", "--n", "1"],
+            "braincls: error: --n: at least 2 images are needed (one per class)",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:

@@ -11,12 +11,12 @@ import pandas as pd
 from braincls.config import PreprocessConfig
 from braincls.layout import DataLayout
 from braincls.preprocess import (
-    standardise_intensity,
     head_box,
     pad_to_square,
     preprocess_array,
     preprocess_key,
     preprocess_manifest,
+    standardise_intensity,
 )
 
 
@@ -44,11 +44,15 @@ def test_preprocess_array_sizes_and_grayscale() -> None:
     seed_way = {"crop_to_head": False, "keep_aspect": False, "intensity": "none"}
     out = preprocess_array(colour, PreprocessConfig(image_size_px=32, **seed_way))
     assert out.shape == (32, 32) and out.dtype == np.uint8
-    padded = preprocess_array(colour, PreprocessConfig(image_size_px=30, crop_to_head=False, intensity="none"))
+    padded = preprocess_array(
+        colour, PreprocessConfig(image_size_px=30, crop_to_head=False, intensity="none")
+    )
     # 60x90 padded to 90x90 puts 15 background rows above: 5 of 30 output rows.
     assert padded.shape == (30, 30)
     assert padded[:4].max() == 0
-    cropped = preprocess_array(colour, PreprocessConfig(image_size_px=20, keep_aspect=False, intensity="none"))
+    cropped = preprocess_array(
+        colour, PreprocessConfig(image_size_px=20, keep_aspect=False, intensity="none")
+    )
     assert cropped.min() > 0  # the crop removed every background pixel
 
 
@@ -76,7 +80,9 @@ def test_preprocess_manifest_stores_each_image_once(tmp_path: Path) -> None:
     again, written_again = preprocess_manifest(manifest, layout, config)
     assert written_again == 0
     assert again.equals(frame)
-    _, written_other = preprocess_manifest(manifest, layout, PreprocessConfig(image_size_px=24, crop_to_head=False, intensity="none"))
+    _, written_other = preprocess_manifest(
+        manifest, layout, PreprocessConfig(image_size_px=24, crop_to_head=False, intensity="none")
+    )
     assert written_other == 3
 
 
