@@ -360,9 +360,7 @@ def run_evaluate(
     train_record_path = Path(model.model_dir) / "train_record.json"
     train_record = json.loads(train_record_path.read_text())
     train_record["threshold"] = record.metrics["threshold"]
-    train_record["preprocess"] = json.loads(
-        (Path(dataset.manifest_path).parent / "record.json").read_text()
-    ).get("preprocess")
+    train_record["preprocess"] = dataset.preprocess
     write_json(train_record_path, train_record)
     _write_record(Path(record.report_dir) / "evaluation.json", record)
     _write_record(pointer, record)
