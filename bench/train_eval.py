@@ -56,9 +56,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument(
-        "--external-images", type=Path, default=None, help="Also evaluate on this set (all of it)."
-    )
     args = parser.parse_args()
 
     layout = DataLayout(args.data_root.resolve())
@@ -110,12 +107,6 @@ def main() -> None:
         "report": evaluation.report_html,
         "model_path": model.model_path,
     }
-    if args.external_images is not None:
-        from bench.external import evaluate_external
-
-        result["external"] = evaluate_external(
-            Path(model.model_path), args.external_images, preprocess, layout
-        )
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
