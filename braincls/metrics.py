@@ -50,19 +50,8 @@ METRIC_NAMES: tuple[str, ...] = (
 #: Confusion counts returned by :func:`binary_metrics` (as ints).
 COUNT_NAMES: tuple[str, ...] = ("tp", "fp", "tn", "fn", "n")
 #: Metrics that get a bootstrap confidence interval by default.
-DEFAULT_CI_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "ppv",
-    "npv",
-    "f1",
-    "mcc",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-)
+# Every metric but the ECE, whose bootstrap is biased (the interval can miss the point estimate).
+DEFAULT_CI_METRICS: tuple[str, ...] = tuple(name for name in METRIC_NAMES if name != "ece")
 #: Metrics where a lower value is better (all others: higher is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"brier", "ece"})
 
