@@ -12,13 +12,22 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from braincls.config import Settings, TciaConfig
-from braincls.tcia.ingest import summarize
+from braincls.tcia.ingest import IngestFailure, summarize
+from flows.failures import StageFailed, stage
 from tasks.ingest import download_series, plan_collection
+
+#: Emitted at the end of every ingest run (payload: collection, new, failed, listed, data_root,
+#: base_url, modality).
+INGEST_COMPLETED = "braincls.ingest.completed"
+#: Emitted, with the same payload, only when a run finished without failures and downloaded at
+#: least one new or changed series: the retrain-on-ingest deployment's trigger.
+INGEST_NEW_DATA = "braincls.ingest.new-data"
 
 
 @flow(
     name="ingest",
     log_prints=True,
+    # A full collection over a slow link takes hours; a day means something hangs.
     timeout_seconds=24 * 3600,
     task_runner=ThreadPoolTaskRunner(max_workers=4),
 )
@@ -29,6 +38,7 @@ def ingest_flow(
     data_root: str = "data",
     base_url: str | None = None,
     config: TciaConfig | None = None,
+    announce_new_data: bool = True,
 ) -> dict[str, Any]:
     """Download every new or changed series of ``collection`` into ``<data_root>/raw``.
 
@@ -39,42 +49,69 @@ def ingest_flow(
         data_root: the data root; series land in ``raw/<Collection>/<PatientID>/<Study>/<Series>``.
         base_url: NBIA v4 API base URL (default: ``BRAINCLS_TCIA_BASE_URL`` or TCIA's).
         config: client timeouts, retries and politeness.
+        announce_new_data: emit ``braincls.ingest.new-data`` when new series arrived, which
+            starts the ``retrain-on-ingest`` deployment; a flow that retrains by itself after
+            ingesting (``retrain``) turns it off.
     """
     logger = get_run_logger()
     cfg = config or TciaConfig()
     url = base_url or Settings().tcia_base_url
-    raw_root = str(Path(data_root).resolve() / "raw")
+    root = Path(data_root).resolve()
+    raw_root = str(root / "raw")
     query = {**({"Modality": modality} if modality else {}), **(filters or {})}
     started = time.perf_counter()
-    plan = plan_collection(collection, query, raw_root, url, cfg)
-    results = (
-        download_series.map(
-            plan.to_download, unmapped(raw_root), unmapped(url), unmapped(cfg)
-        ).result()
+    with stage(
+        f"listing {collection} at {url}",
+        "check the collection name (the API's getCollectionValues lists them), the filters "
+        "and that the API answers at that URL; then rerun the ingest",
+    ):
+        plan = plan_collection(collection, query, raw_root, url, cfg)
+    if not plan.listed:
+        raise StageFailed(
+            f"listing {collection} at {url} failed: no series match {query or 'no filters'}. "
+            "What to do: check the spelling of the collection (case matters) and the filters "
+            "(modality), then rerun the ingest"
+        )
+    futures = (
+        download_series.map(plan.to_download, unmapped(raw_root), unmapped(url), unmapped(cfg))
         if plan.to_download
         else []
     )
-    downloads = [r["download"] for r in results if "download" in r]
-    failures = [r["failure"] for r in results if "failure" in r]
+    downloads = []
+    failures = []
+    for series, future in zip(plan.to_download, futures, strict=True):
+        try:
+            result = future.result()
+        except Exception as error:  # retries exhausted: count it, keep the other series
+            failures.append(IngestFailure.from_exception(series, error))
+            continue
+        if "download" in result:
+            downloads.append(result["download"])
+        else:
+            failures.append(result["failure"])
     summary = summarize(plan, downloads, failures, time.perf_counter() - started)
     create_table_artifact(
         key="ingest-summary",
         table=summary.to_rows() + summary.failure_rows(),
         description=f"Ingest of {collection}: listed / new / skipped / failed, bytes, time",
     )
-    emit_event(
-        event="braincls.ingest.completed",
-        resource={
-            "prefect.resource.id": f"braincls.collection.{collection}",
-            "prefect.resource.name": collection,
-        },
-        payload={
-            "collection": collection,
-            "new": summary.downloaded,
-            "failed": summary.failed,
-            "listed": summary.listed,
-        },
-    )
+    payload = {
+        "collection": collection,
+        "new": summary.downloaded,
+        "failed": summary.failed,
+        "listed": summary.listed,
+        "data_root": str(root),
+        "base_url": url,
+        "modality": modality,
+    }
+    resource = {
+        "prefect.resource.id": f"braincls.collection.{collection}",
+        "prefect.resource.name": collection,
+    }
+    emit_event(event=INGEST_COMPLETED, resource=resource, payload=payload)
+    if announce_new_data and summary.downloaded and not failures:
+        # Only a complete ingest that brought new series starts retraining (see prefect.yaml).
+        emit_event(event=INGEST_NEW_DATA, resource=resource, payload=payload)
     logger.info(
         "%s: %d listed, %d downloaded, %d skipped, %d failed",
         collection,
@@ -84,10 +121,12 @@ def ingest_flow(
         summary.failed,
     )
     if failures:
-        raise RuntimeError(
-            f"{len(failures)} series of {collection} failed: "
+        raise StageFailed(
+            f"downloading {collection} from {url} failed for {len(failures)} of "
+            f"{len(plan.to_download)} series: "
             + "; ".join(f"{f.series_instance_uid}: {f.message}" for f in failures[:3])
-            + ". Verified series are kept; rerun the ingest to fetch only what is missing."
+            + ". What to do: verified series are kept; rerun the ingest once the server answers "
+            "again (only the missing series are fetched)"
         )
     return {
         "collection": collection,

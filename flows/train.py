@@ -15,6 +15,7 @@ from prefect import flow
 
 from braincls.config import TrainConfig
 from braincls.stages import DatasetRecord
+from flows.failures import stage
 from tasks.training import train
 
 
@@ -29,9 +30,21 @@ def train_flow(
         data_root: the data root shared with the pipeline (a shared volume in production).
         config: the training section of the pipeline configuration.
     """
-    record = DatasetRecord(**dataset)
+    cfg = config or TrainConfig()
+    with stage(
+        "reading the dataset record",
+        "pass the record of a finished preprocess stage (manifests/dataset/<key>/record.json) "
+        "and a data root this worker can read",
+    ):
+        record = DatasetRecord(**dataset)
     storage = Path(data_root) / ".prefect-results"
-    model = train.with_options(result_storage=storage, persist_result=True)(
-        record, data_root, config or TrainConfig()
-    )
+    with stage(
+        f"training {cfg.model} on {record.source}",
+        "read the training logs above; for out-of-memory lower train.batch_size, for a time-out "
+        "lower train.epochs or use the gpu pool, then rerun (training resumes from the last "
+        "finished epoch)",
+    ):
+        model = train.with_options(result_storage=storage, persist_result=True)(
+            record, data_root, cfg
+        )
     return asdict(model)

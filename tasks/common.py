@@ -7,18 +7,29 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect.context import TaskRunContext
+from prefect.task_engine import TaskRunTimeoutError
 
 #: Exceptions worth a retry at a file-based stage: the filesystem hiccupped, nothing is wrong
 #: with the data or the configuration.
 TRANSIENT_IO = (OSError, TimeoutError)
 
+#: Time limits of the stages (seconds). Generous: they catch a hung stage, not a slow one.
+MINUTE = 60
+HOUR = 3600
+
 
 def retry_on(*exception_types: type[BaseException]) -> Callable[[Any, Any, Any], bool]:
-    """A ``retry_condition_fn`` that retries only when the task raised one of the given types."""
+    """A ``retry_condition_fn`` that retries only when the task raised one of the given types.
+
+    A task that ran past its own ``timeout_seconds`` is never retried: another try would spend
+    the same time again (``TaskRunTimeoutError`` is a ``TimeoutError``, hence the explicit case).
+    """
 
     def should_retry(task: Any, task_run: Any, state: Any) -> bool:
         try:
             state.result()
+        except TaskRunTimeoutError:
+            return False
         except exception_types:
             return True
         except BaseException:

@@ -21,11 +21,12 @@ from braincls.stages import (
     run_split,
     split_key,
 )
-from tasks.common import TRANSIENT_IO, content_key, markdown_table, retry_on
+from tasks.common import HOUR, MINUTE, TRANSIENT_IO, content_key, markdown_table, retry_on
 
 
 @task(
     name="import-images",
+    timeout_seconds=2 * HOUR,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
@@ -51,6 +52,7 @@ def import_images(images_dir: str, data_root: str, config: ImportConfig) -> Impo
 
 @task(
     name="split-dataset",
+    timeout_seconds=30 * MINUTE,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
@@ -74,6 +76,7 @@ def split_dataset(record: ImportRecord, data_root: str, config: SplitConfig) -> 
 
 @task(
     name="preprocess-images",
+    timeout_seconds=4 * HOUR,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),

@@ -17,7 +17,7 @@ from braincls.config import EvaluateConfig
 from braincls.evaluate import EvaluationRecord
 from braincls.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, evaluate_key, run_evaluate
-from tasks.common import TRANSIENT_IO, content_key, retry_on
+from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 
 HEADLINE = ("accuracy", "roc_auc", "sensitivity", "specificity")
 
@@ -28,6 +28,7 @@ def _data_uri(path: str) -> str:
 
 @task(
     name="evaluate-model",
+    timeout_seconds=2 * HOUR,
     retries=1,
     retry_delay_seconds=[5],
     retry_condition_fn=retry_on(*TRANSIENT_IO),

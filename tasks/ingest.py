@@ -18,7 +18,7 @@ from braincls.tcia.errors import (
 )
 from braincls.tcia.ingest import IngestFailure, IngestPlan, ingest_series, plan_ingest
 from braincls.tcia.records import SeriesRecord
-from tasks.common import retry_on
+from tasks.common import HOUR, MINUTE, retry_on
 
 #: Faults worth another try after the client's own retries gave up (a long outage).
 TRANSIENT_TCIA = (TciaServerError, TciaTimeoutError, TciaTransportError, OSError)
@@ -29,6 +29,7 @@ TCIA_LIMIT = "tcia"
 
 @task(
     name="plan-ingest",
+    timeout_seconds=30 * MINUTE,
     retries=3,
     retry_delay_seconds=[10, 60, 300],
     retry_jitter_factor=0.5,
@@ -45,6 +46,7 @@ def plan_collection(
 
 @task(
     name="download-series",
+    timeout_seconds=2 * HOUR,
     retries=2,
     retry_delay_seconds=[30, 300],
     retry_jitter_factor=0.5,

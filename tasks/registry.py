@@ -11,9 +11,17 @@ from braincls.config import RegistryConfig
 from braincls.evaluate import EvaluationRecord
 from braincls.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, RegistrationRecord, run_register
+from tasks.common import MINUTE, TRANSIENT_IO, retry_on
 
 
-@task(name="register-model", retries=2, retry_delay_seconds=[2, 10], tags=["braincls", "registry"])
+@task(
+    name="register-model",
+    timeout_seconds=10 * MINUTE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_on(*TRANSIENT_IO),
+    tags=["braincls", "registry"],
+)
 def register_model(
     model: ModelRecord,
     dataset: DatasetRecord,

@@ -10,19 +10,21 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.task_engine import TaskRunTimeoutError
 
 from braincls.config import TrainConfig
 from braincls.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, run_train, train_key
 from braincls.train import TrainingError
-from tasks.common import content_key
+from tasks.common import HOUR, content_key
 
 
 def _retry_unless_bad_input(task: object, task_run: object, state: object) -> bool:
-    """Retry crashes and resource errors (training resumes from its last epoch), not bad input."""
+    """Retry crashes and resource errors (training resumes from its last epoch), not bad input
+    and not a run past the stage's time limit (another try would take as long)."""
     try:
         state.result()  # type: ignore[attr-defined]
-    except (TrainingError, ValueError, KeyError, TypeError):
+    except (TrainingError, ValueError, KeyError, TypeError, TaskRunTimeoutError):
         return False
     except BaseException:
         return True
@@ -31,6 +33,7 @@ def _retry_unless_bad_input(task: object, task_run: object, state: object) -> bo
 
 @task(
     name="train-model",
+    timeout_seconds=10 * HOUR,
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=_retry_unless_bad_input,

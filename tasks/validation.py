@@ -10,11 +10,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from braincls.config import ValidateConfig
 from braincls.layout import DataLayout
 from braincls.stages import DatasetRecord, ValidationRecord, run_validate, validate_key
-from tasks.common import TRANSIENT_IO, content_key, retry_on
+from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 
 
 @task(
     name="validate-data",
+    timeout_seconds=1 * HOUR,
     retries=1,
     retry_delay_seconds=[5],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
