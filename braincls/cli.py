@@ -306,6 +306,39 @@ def nbia_serve(
     raise typer.Exit(serve_main(["--root", str(root), "--host", host, "--port", str(port)]))
 
 
+@app.command("setup")
+def setup_server(
+    tcia_limit: Annotated[
+        int, typer.Option("--tcia-limit", help="Concurrent series downloads from TCIA.", min=1)
+    ] = 2,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url",
+            envvar="BRAINCLS_FAILURE_WEBHOOK_URL",
+            help="POST a JSON message here when a braincls deployment run fails (optional).",
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)."),
+    ] = None,
+) -> None:
+    """Prepare a Prefect server (idempotent): work pools cpu and gpu, the tcia limit, failure webhook."""
+    _quiet_defaults()
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    from flows.ops import SetupError, setup_operations
+
+    try:
+        report = setup_operations(tcia_limit=tcia_limit, webhook_url=webhook_url)
+    except SetupError as error:
+        fail(str(error))
+    typer.echo(f"Prefect server {report.api_url}:")
+    for line in report.lines:
+        typer.echo(f"  {line}")
+
+
 models_app = typer.Typer(
     help="The model registry: versions, champion, promotion.", no_args_is_help=True
 )

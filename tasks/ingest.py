@@ -18,7 +18,7 @@ from braincls.tcia.errors import (
 )
 from braincls.tcia.ingest import IngestFailure, IngestPlan, ingest_series, plan_ingest
 from braincls.tcia.records import SeriesRecord
-from tasks.common import HOUR, MINUTE, retry_on
+from tasks.common import MINUTE, retry_on
 
 #: Faults worth another try after the client's own retries gave up (a long outage).
 TRANSIENT_TCIA = (TciaServerError, TciaTimeoutError, TciaTransportError, OSError)
@@ -46,7 +46,9 @@ def plan_collection(
 
 @task(
     name="download-series",
-    timeout_seconds=2 * HOUR,
+    # No timeout_seconds: this task is mapped onto worker threads, where Prefect cannot
+    # interrupt it (it only logs a warning per run). The client's per-request HTTP timeout
+    # (TciaConfig.timeout_seconds) and bounded retries end a stalled download instead.
     retries=2,
     retry_delay_seconds=[30, 300],
     retry_jitter_factor=0.5,
