@@ -18,6 +18,11 @@ class DataLayout:
         return self.root / "raw"
 
     @property
+    def converted(self) -> Path:
+        """DICOM converted to PNG, one folder per series key (the conversion cache)."""
+        return self.root / "converted"
+
+    @property
     def images(self) -> Path:
         """Preprocessed training images, keyed by preprocessing config and content hash."""
         return self.root / "images"

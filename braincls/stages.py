@@ -18,6 +18,7 @@ import pandas as pd
 
 from braincls.atomic import write_json, write_parquet
 from braincls.config import (
+    ConvertConfig,
     EvaluateConfig,
     ImportConfig,
     PreprocessConfig,
@@ -164,6 +165,95 @@ def run_import(images_dir: Path, layout: DataLayout, config: ImportConfig) -> Im
         n_quarantined=len(result.quarantine),
         n_groups=int(result.manifest["group_id"].nunique()),
         source=str(Path(images_dir).resolve().name),
+    )
+    _write_record(record_path, record)
+    return record
+
+
+class NoLabelledImages(ValueError):
+    """A DICOM source produced no image with a label: there is nothing to train on."""
+
+
+def convert_key(sources: list[Path], labels_path: Path | None, config: ConvertConfig) -> str:
+    """Key of the conversion stage: each source folder's listing, the labels table, the config.
+
+    The per-series conversion cache below it is keyed by MD5s; this key only decides whether
+    the folders must be walked again at all.
+    """
+    return stage_key(
+        "convert",
+        [[str(Path(src).resolve()), tree_listing_hash(Path(src))] for src in sources],
+        sha256_file(Path(labels_path)) if labels_path is not None else None,
+        config.config_hash(),
+    )
+
+
+def run_convert(
+    sources: list[Path],
+    layout: DataLayout,
+    config: ConvertConfig,
+    labels_path: Path | None = None,
+    *,
+    workers: int | None = None,
+) -> ImportRecord:
+    """Convert DICOM folders (e.g. ``raw/<Collection>``) into one images manifest.
+
+    The manifest has the image-folder manifest's columns (so split, preprocess and the rest
+    treat both sources alike) plus the DICOM ones; ``group_id`` is the patient, so the split
+    keeps each patient on one side. Raises :class:`NoLabelledImages` when nothing is labelled.
+    """
+    from braincls.dicom import ConversionError, convert_tree, load_labels
+
+    # Missing inputs raise ConversionError, not FileNotFoundError: they are not worth a retry.
+    if not sources:
+        raise ConversionError("no DICOM source folder given")
+    for src in sources:
+        if not Path(src).is_dir():
+            raise ConversionError(f"{src}: DICOM source folder not found")
+    if labels_path is not None and not Path(labels_path).is_file():
+        raise ConversionError(
+            f"{labels_path}: labels table not found; DICOM images need one to be trained on "
+            "(see braincls/dicom/labels.py for its format)"
+        )
+    key = convert_key(sources, labels_path, config)
+    folder = layout.manifests / "convert" / key
+    record_path = folder / "record.json"
+    if record_path.is_file():
+        return _read_record(record_path, ImportRecord)
+    table = load_labels(Path(labels_path)) if labels_path is not None else None
+    images: list[pd.DataFrame] = []
+    quarantine: list[pd.DataFrame] = []
+    for index, src in enumerate(sources):
+        result = convert_tree(
+            Path(src),
+            layout.converted,
+            config,
+            table,
+            workers=workers,
+            manifest_dir=folder / "parts" / str(index),
+        )
+        images.append(pd.read_parquet(result.images_manifest))
+        quarantine.append(pd.read_parquet(result.quarantine_table))
+    manifest = pd.concat(images, ignore_index=True)
+    set_aside = pd.concat(quarantine, ignore_index=True)
+    if manifest.empty:
+        reasons = set_aside["reason"].value_counts().to_dict() if len(set_aside) else {}
+        raise NoLabelledImages(
+            f"{', '.join(map(str, sources))}: no labelled image to train on "
+            f"({len(set_aside)} files set aside: {reasons}); "
+            + ("give a labels table" if table is None else "check the labels table's identifiers")
+        )
+    write_parquet(folder / "images.parquet", manifest)
+    write_parquet(folder / "quarantine.parquet", set_aside)
+    record = ImportRecord(
+        key=key,
+        manifest_path=str(folder / "images.parquet"),
+        quarantine_path=str(folder / "quarantine.parquet"),
+        class_names=list(table.classes) if table is not None else [],
+        n_images=len(manifest),
+        n_quarantined=len(set_aside),
+        n_groups=int(manifest["group_id"].nunique()),
+        source="+".join(sorted(set(manifest["source"].astype(str)))),
     )
     _write_record(record_path, record)
     return record

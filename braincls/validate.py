@@ -341,7 +341,10 @@ def derived_frames(
         keep = [
             c for c in ("source_path", "sample_id", "sha256", "sop_instance_uid") if c in columns
         ]
-        files = manifest[keep].drop_duplicates(subset="source_path", keep="first")
+        # One row per source file: for DICOM that is the DICOM object (its MD5), so the frames
+        # of one multi-frame object, which share its SOPInstanceUID, count once.
+        by = "dicom_md5" if "dicom_md5" in columns else "source_path"
+        files = manifest.drop_duplicates(subset=by, keep="first")[keep]
         # Absolute paths may carry names from a hospital export: they never enter GX results.
         frames["files"] = files.drop(columns="source_path").reset_index(drop=True)
 

@@ -1,4 +1,5 @@
-"""The main job: import -> split -> preprocess -> validate -> train -> evaluate -> register.
+"""The main job: import (or convert) -> split -> preprocess -> validate -> train -> evaluate ->
+register.
 
 Every stage but the registry is cached by content; the registry decides on promotion anew.
 """
@@ -13,6 +14,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from braincls.config import PipelineConfig
+from braincls.stages import ImportRecord
+from tasks.convert import convert_dicom
 from tasks.data import import_images, preprocess_images, split_dataset
 from tasks.evaluation import evaluate
 from tasks.registry import register_model
@@ -58,14 +61,27 @@ def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig)
     return read_model_record(dataset, Path(root), cfg.train), "Completed"
 
 
+def _convert_remote(
+    sources: list[str], root: str, labels: str | None, cfg: PipelineConfig, dask_address: str
+) -> tuple[ImportRecord, str]:
+    """Convert on a Dask cluster (one task per series) through the conversion flow."""
+    from flows.convert import convert_on_dask
+
+    record = convert_on_dask(sources, root, dask_address, labels, cfg.convert)
+    return ImportRecord(**record), "Completed"
+
+
 @flow(name="braincls-pipeline", log_prints=True, timeout_seconds=6 * 3600)
 def pipeline(
-    images_dir: str,
+    images_dir: str | None = None,
     data_root: str = "data",
     config: PipelineConfig | None = None,
     train_deployment: str | None = None,
+    dicom_dirs: list[str] | None = None,
+    labels: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate a tumor / no-tumor classifier on a class-per-folder image set.
+    """Train and evaluate a tumor / no-tumor classifier on an image folder or on DICOM.
 
     Args:
         images_dir: folder with one sub-folder per class (e.g. ``yes/`` and ``no/``).
@@ -73,15 +89,34 @@ def pipeline(
         config: the pipeline configuration; defaults everywhere when omitted.
         train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``)
             instead of in-process; the data root must be shared with its workers.
+        dicom_dirs: DICOM folders to convert instead of ``images_dir`` (e.g. ``data/raw/X``);
+            the split then keeps each patient on one side.
+        labels: labels table (CSV) for ``dicom_dirs``: PatientID / series / instance -> class.
+        dask_address: convert DICOM on this Dask scheduler (``tcp://host:8786``), one task per
+            series, instead of a local process pool.
     """
     logger = get_run_logger()
     cfg = config or PipelineConfig()
     root = str(Path(data_root).resolve())
     storage = Path(root) / ".prefect-results"
     states: dict[str, str] = {}
-    imported, states["import"] = _call(
-        import_images, storage, str(Path(images_dir).resolve()), root, cfg.importing
-    )
+    if bool(images_dir) == bool(dicom_dirs):
+        raise ValueError("give either images_dir (an image folder) or dicom_dirs (DICOM folders)")
+    if dicom_dirs:
+        sources = [str(Path(d).resolve()) for d in dicom_dirs]
+        labels_path = str(Path(labels).resolve()) if labels else None
+        if dask_address:
+            imported, states["convert"] = _convert_remote(
+                sources, root, labels_path, cfg, dask_address
+            )
+        else:
+            imported, states["convert"] = _call(
+                convert_dicom, storage, sources, root, cfg.convert, labels_path
+            )
+    else:
+        imported, states["import"] = _call(
+            import_images, storage, str(Path(str(images_dir)).resolve()), root, cfg.importing
+        )
     split, states["split"] = _call(split_dataset, storage, imported, root, cfg.split)
     dataset, states["preprocess"] = _call(preprocess_images, storage, split, root, cfg.preprocess)
     run_id = _run_id()

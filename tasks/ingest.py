@@ -1,7 +1,8 @@
-"""Prefect tasks of TCIA ingest: list a collection, download one series per task."""
+"""Prefect tasks of TCIA ingest: list a collection, download one series per task, watch."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ from braincls.tcia.errors import (
     TciaTimeoutError,
     TciaTransportError,
 )
-from braincls.tcia.ingest import IngestFailure, IngestPlan, ingest_series, plan_ingest
+from braincls.tcia.ingest import (
+    IngestFailure,
+    IngestPlan,
+    WatchReport,
+    ingest_series,
+    plan_ingest,
+    watch,
+)
 from braincls.tcia.records import SeriesRecord
 from tasks.common import MINUTE, retry_on
 
@@ -70,3 +78,25 @@ def download_series(
             get_run_logger().error("series %s: %s", series.series_instance_uid, error)
             return {"failure": IngestFailure.from_exception(series, error)}
     return {"download": result}
+
+
+@task(
+    name="check-tcia",
+    retries=3,
+    retry_delay_seconds=[10, 60, 300],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on(*TRANSIENT_TCIA),
+    timeout_seconds=3600,
+    tags=["braincls", "tcia"],
+)
+def check_for_new_series(
+    collections: list[str],
+    filters: dict[str, str],
+    raw_root: str,
+    base_url: str,
+    config: TciaConfig,
+    since: dt.date | None,
+) -> WatchReport:
+    """Compare the server's listing with the verified local state of ``collections``."""
+    with NbiaClient.from_config(config, base_url) as client:
+        return watch(client, Path(raw_root), collections, filters, since=since)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         assemble_manifests,
         convert_tree,
         discover_series,
+        pending_series,
     )
 
 _MODULE_OF = {
@@ -59,6 +60,7 @@ _MODULE_OF = {
     "assemble_manifests": "tree",
     "convert_tree": "tree",
     "discover_series": "tree",
+    "pending_series": "tree",
 }
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "convert_series",
     "convert_tree",
     "discover_series",
+    "pending_series",
     "load_labels",
     "read_dataset",
     "render_frame",

@@ -541,6 +541,31 @@ def _quarantine_from_images(
     )
 
 
+def pending_series(
+    src_dir: Path, out_root: Path, config: ConvertConfig | None = None
+) -> list[SeriesUnit]:
+    """The series units under ``src_dir`` whose conversion is not yet in ``out_root``.
+
+    One unit per series key (duplicates dropped), in discovery order. Reads in this process and
+    updates the file index, so a following :func:`convert_tree` reads no header again. This is
+    how a scheduler (Dask, a Prefect task per series) hands series out one at a time.
+    """
+    config = config or ConvertConfig()
+    src_dir = Path(src_dir).resolve()
+    out_root = Path(out_root).resolve()
+    if not src_dir.is_dir():
+        raise ConversionError(f"{src_dir}: source folder not found")
+    index = load_file_index(out_root)
+    units, _ = discover_series(src_dir, exclude=[out_root], index=index)
+    save_file_index(out_root, index)
+    pending: dict[str, SeriesUnit] = {}
+    for unit in units:
+        key = series_key(unit.md5s, config)
+        if key not in pending and not is_complete(out_root / key):
+            pending[key] = unit
+    return list(pending.values())
+
+
 # --------------------------------------------------------------------------------------------
 # The whole command
 

@@ -11,6 +11,7 @@ something to ingest.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from braincls.atomic import write_json
 from braincls.tcia.client import SERIES_FILTERS, NbiaClient, SeriesDownload
 from braincls.tcia.errors import TciaError
 from braincls.tcia.records import SeriesRecord
@@ -358,3 +360,26 @@ def watch(
         plans=tuple(plans),
         since=since,
     )
+
+
+#: File under the raw root that remembers when the watcher last checked the server.
+WATCH_STATE_FILE = ".watch-state.json"
+
+
+def local_collections(raw_root: Path) -> list[str]:
+    """Collections with at least one verified series under ``raw_root``, sorted."""
+    return sorted({record.collection for record in iter_records(raw_root)})
+
+
+def last_watch_date(raw_root: Path) -> dt.date | None:
+    """The date of the watcher's last complete check, or None before the first one."""
+    path = Path(raw_root) / WATCH_STATE_FILE
+    try:
+        return dt.date.fromisoformat(json.loads(path.read_text())["checked_on"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_watch_date(raw_root: Path, checked_on: dt.date) -> Path:
+    """Remember ``checked_on`` as the last complete check (atomic write)."""
+    return write_json(Path(raw_root) / WATCH_STATE_FILE, {"checked_on": checked_on.isoformat()})

@@ -1,0 +1,89 @@
+"""Scheduled retraining: ingest what is new in the watched collections, then the whole pipeline
+on their DICOM (convert -> split by patient -> preprocess -> validate -> train -> evaluate ->
+register)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from braincls.config import PipelineConfig, Settings
+from braincls.tcia.store import safe_component
+from flows.ingest import ingest_flow
+from flows.pipeline import pipeline
+
+
+@flow(name="retrain", log_prints=True, timeout_seconds=24 * 3600)
+def retrain_flow(
+    collections: list[str],
+    data_root: str = "data",
+    base_url: str | None = None,
+    labels: str | None = None,
+    modality: str = "MR",
+    config: PipelineConfig | None = None,
+    train_deployment: str | None = None,
+    skip_ingest: bool = False,
+) -> dict[str, Any]:
+    """Ingest new series of ``collections``, then train, evaluate and register a model on them.
+
+    Args:
+        collections: TCIA collection names, e.g. ``["UPENN-GBM"]``.
+        data_root: the data root (raw DICOM, images, manifests, models, reports).
+        base_url: NBIA v4 API base URL (default: ``BRAINCLS_TCIA_BASE_URL`` or TCIA's).
+        labels: labels table (CSV: PatientID / SeriesInstanceUID / SOPInstanceUID -> label);
+            default ``<data_root>/labels.csv``.
+        modality: Modality to ingest and convert.
+        config: the pipeline configuration (training, evaluation, promotion floors...).
+        train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``).
+        skip_ingest: train on what is already verified locally, without asking the server.
+    """
+    logger = get_run_logger()
+    if not collections:
+        raise ValueError("collections: give at least one collection to train on")
+    cfg = config or PipelineConfig()
+    root = Path(data_root).resolve()
+    labels_path = Path(labels).resolve() if labels else root / "labels.csv"
+    if not labels_path.is_file():
+        raise FileNotFoundError(
+            f"{labels_path}: labels table not found; DICOM data needs one to be trained on "
+            "(columns Collection/PatientID/SeriesInstanceUID/SOPInstanceUID, label)"
+        )
+    url = base_url or Settings().tcia_base_url
+    ingested: dict[str, Any] = {}
+    if not skip_ingest:
+        for name in collections:
+            state = ingest_flow(
+                collection=name,
+                modality=modality,
+                data_root=str(root),
+                base_url=url,
+                config=cfg.tcia,
+                return_state=True,
+            )
+            if state.is_completed():
+                ingested[name] = state.result()
+            else:
+                # Verified series are kept; train on them and say so instead of skipping the week.
+                logger.warning(
+                    "ingest of %s ended %s: training on verified series", name, state.name
+                )
+                ingested[name] = {"state": state.name, "message": state.message}
+    sources = [root / "raw" / safe_component(name, "Collection") for name in collections]
+    missing = [str(src) for src in sources if not src.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"no verified DICOM for {', '.join(missing)}; check the collection names "
+            "and the ingest runs' logs"
+        )
+    result = pipeline(
+        dicom_dirs=[str(src) for src in sources],
+        labels=str(labels_path),
+        data_root=str(root),
+        config=cfg.model_copy(
+            update={"convert": cfg.convert.model_copy(update={"modality": modality})}
+        ),
+        train_deployment=train_deployment,
+    )
+    return {**result, "ingest": ingested}
