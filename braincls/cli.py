@@ -54,9 +54,23 @@ def _data_root(data_root: Path | None) -> Path:
 @app.command()
 def run(
     images: Annotated[
-        Path, typer.Option("--images", help="Class-per-folder image set (e.g. yes/, no/).")
-    ],
+        Path | None,
+        typer.Option("--images", help="Class-per-folder image set (e.g. yes/, no/)."),
+    ] = None,
     data_root: DataRoot = None,
+    dicom: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--dicom", help="DICOM folder to convert and train on instead of --images (repeatable)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels table (CSV) for --dicom.")
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option("--dask-address", help="Convert --dicom on this Dask scheduler (tcp://...)."),
+    ] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
     epochs: Annotated[
         int | None,
@@ -73,17 +87,27 @@ def run(
         bool, typer.Option("--refresh", help="Ignore cached stage results and recompute.")
     ] = False,
 ) -> None:
-    """Run the whole pipeline on an image folder and print where the report is."""
+    """Run the whole pipeline on an image folder (or DICOM) and print where the report is."""
     from pydantic import ValidationError
 
     from braincls.config import PipelineConfig
     from braincls.data import ImportError_, class_folders
     from braincls.model import MODEL_NAMES
 
-    try:
-        class_folders(images)
-    except ImportError_ as error:
-        fail(str(error))
+    if (images is None) == (not dicom):
+        fail("give either --images (an image folder) or --dicom (DICOM folders), not both")
+    if images is not None:
+        try:
+            class_folders(images)
+        except ImportError_ as error:
+            fail(str(error))
+    for folder in dicom or []:
+        if not folder.is_dir():
+            fail(f"--dicom: {folder}: DICOM folder not found")
+    if dicom and labels is None:
+        fail("--labels: DICOM data needs a labels table (CSV); see `braincls convert --help`")
+    if labels is not None and not labels.is_file():
+        fail(f"--labels: {labels}: labels table not found")
     if model not in MODEL_NAMES:
         fail(f"--model: unknown model '{model}'; choose one of: {', '.join(MODEL_NAMES)}")
     if split not in ("grouped", "random"):
@@ -109,7 +133,12 @@ def run(
     from flows.pipeline import pipeline
 
     result = pipeline(
-        images_dir=str(images.resolve()), data_root=str(_data_root(data_root)), config=config
+        images_dir=str(images.resolve()) if images is not None else None,
+        data_root=str(_data_root(data_root)),
+        config=config,
+        dicom_dirs=[str(folder.resolve()) for folder in dicom or []] or None,
+        labels=str(labels.resolve()) if labels is not None else None,
+        dask_address=dask_address,
     )
     metrics = result["metrics"]
     typer.echo(
@@ -288,6 +317,100 @@ def ingest(
         f"{collection}: {result['listed']} series listed, {result['downloaded']} downloaded, "
         f"{result['skipped']} already present; raw data in {result['raw_root']}"
     )
+
+
+@app.command()
+def retrain(
+    collections: Annotated[list[str], typer.Argument(help="TCIA collection names.")],
+    data_root: DataRoot = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Labels table (CSV); default <data root>/labels.csv."),
+    ] = None,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping)."),
+    ] = None,
+    skip_ingest: Annotated[
+        bool, typer.Option("--skip-ingest", help="Train on the verified local copy only.")
+    ] = False,
+) -> None:
+    """Ingest what is new in COLLECTIONS, then convert, train, evaluate and register a model."""
+    from pydantic import ValidationError
+
+    from braincls.config import PipelineConfig
+
+    if labels is not None and not labels.is_file():
+        fail(f"--labels: {labels}: labels table not found")
+    try:
+        config = PipelineConfig.model_validate(
+            {
+                "preprocess": {"image_size_px": image_size},
+                "train": {"epochs": epochs} if epochs is not None else {},
+            }
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    _quiet_defaults()
+    from flows.retrain import retrain_flow
+
+    result = retrain_flow(
+        collections=list(collections),
+        data_root=str(_data_root(data_root)),
+        base_url=base_url,
+        labels=str(labels.resolve()) if labels is not None else None,
+        config=config,
+        skip_ingest=skip_ingest,
+    )
+    metrics = result["metrics"]
+    typer.echo(
+        f"test split (by patient): accuracy {metrics['accuracy']:.3f}, "
+        f"ROC AUC {metrics['roc_auc']:.3f}; model {result['model_version']} "
+        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
+    )
+    typer.echo(f"report: {result['report_html']}")
+
+
+@app.command()
+def watch(
+    collections: Annotated[
+        list[str] | None,
+        typer.Argument(help="Collections to watch (default: those already ingested)."),
+    ] = None,
+    data_root: DataRoot = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
+        ),
+    ] = None,
+    full_check: Annotated[
+        bool, typer.Option("--full-check", help="List every watched collection in full.")
+    ] = False,
+) -> None:
+    """Check for new series of watched collections and ingest them here (in this process)."""
+    _quiet_defaults()
+    from flows.watch import watch_flow
+
+    result = watch_flow(
+        collections=list(collections) if collections else None,
+        data_root=str(_data_root(data_root)),
+        base_url=base_url,
+        ingest_deployment=None,
+        full_check=full_check,
+    )
+    for started in result["started"]:
+        typer.echo(f"{started['collection']}: {started['series']} series; {started['flow_run']}")
+    if not result["started"]:
+        typer.echo(f"nothing new in {', '.join(result['watched'])}")
 
 
 @app.command("nbia-serve")
