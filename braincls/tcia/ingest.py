@@ -368,7 +368,7 @@ WATCH_STATE_FILE = ".watch-state.json"
 
 def local_collections(raw_root: Path) -> list[str]:
     """Collections with at least one verified series under ``raw_root``, sorted."""
-    return sorted({record.collection for record in iter_records(raw_root)})
+    return sorted({record.series.collection for record in iter_records(raw_root)})
 
 
 def last_watch_date(raw_root: Path) -> dt.date | None:

@@ -1,0 +1,212 @@
+"""From the NBIA server to a registered model: ingest -> convert -> split by patient -> train,
+the watcher, and conversion on a Dask cluster with results identical to the default path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from braincls.config import PipelineConfig, TciaConfig
+from braincls.nbia import serve
+from braincls.nbia.testing import write_synthetic_collection
+from braincls.phantom.dicom import generate_dicom_collection
+
+COLLECTION = "BRAINCLS-PHANTOM"
+
+#: Small enough to train in seconds; the point is the wiring, not the accuracy.
+TINY = {
+    "convert": {"image_size_px": 64, "workers": 1},
+    "preprocess": {"image_size_px": 32},
+    "train": {"epochs": 1, "batch_size": 16},
+    "tcia": {"backoff_initial_seconds": 0.0},
+    "registry": {"min_sensitivity": 0.0, "min_roc_auc": 0.0},
+    "validate": {"min_count_per_class": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder the NBIA server serves: one phantom collection of 12 patients."""
+    root = tmp_path_factory.mktemp("served")
+    generate_dicom_collection(
+        root / COLLECTION, n_patients=12, seed=1, image_size_px=64, slices_per_series=(6, 8)
+    )
+    return root
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*.png"))
+    }
+
+
+def test_retrain_ingests_converts_splits_by_patient_and_registers(
+    served: Path, tmp_path: Path
+) -> None:
+    from flows.retrain import retrain_flow
+
+    data_root = tmp_path / "data"
+    labels = served / COLLECTION / "labels.csv"
+    config = PipelineConfig.model_validate(TINY)
+    with serve(served, seed=1) as server:
+        first = retrain_flow(
+            collections=[COLLECTION],
+            data_root=str(data_root),
+            base_url=server.url,
+            labels=str(labels),
+            config=config,
+        )
+        listed = first["ingest"][COLLECTION]["listed"]
+        assert first["ingest"][COLLECTION]["downloaded"] == listed > 0
+        assert first["states"] == {
+            "convert": "Completed",
+            "split": "Completed",
+            "preprocess": "Completed",
+            "validate": "Completed",
+            "train": "Completed",
+            "evaluate": "Completed",
+            "register": "Completed",
+        }
+        assert first["model_version"] == "v0001"
+        assert first["promoted"] is True
+
+        # The split keeps every patient on one side, and no PHI reached the manifest.
+        split = pd.read_parquet(next((data_root / "manifests" / "split").glob("*/split.parquet")))
+        assert split.groupby("patient_id")["split"].nunique().max() == 1
+        assert split["patient_id"].nunique() == 12
+        assert set(split["group_id"]) == set(split["patient_id"])
+        assert not {"PatientName", "PatientBirthDate"} & set(split.columns)
+        assert set(split["source"]) == {COLLECTION}
+
+        # Nothing new on the server: nothing downloaded, nothing converted, nothing retrained.
+        second = retrain_flow(
+            collections=[COLLECTION],
+            data_root=str(data_root),
+            base_url=server.url,
+            labels=str(labels),
+            config=config,
+        )
+    assert second["ingest"][COLLECTION]["downloaded"] == 0
+    assert second["ingest"][COLLECTION]["skipped"] == listed
+    assert {stage: second["states"][stage] for stage in ("convert", "split", "train")} == {
+        "convert": "Cached",
+        "split": "Cached",
+        "train": "Cached",
+    }
+
+
+def test_retrain_without_labels_says_what_is_missing(tmp_path: Path) -> None:
+    from flows.retrain import retrain_flow
+
+    with pytest.raises(FileNotFoundError, match=r"labels\.csv: labels table not found"):
+        retrain_flow(collections=["X"], data_root=str(tmp_path), base_url="http://127.0.0.1:9/")
+
+
+def test_watch_ingests_new_collections_then_only_new_series(tmp_path: Path) -> None:
+    from flows.watch import watch_flow
+
+    served = tmp_path / "served"
+    today = dt.datetime.now(dt.UTC).date()
+    write_synthetic_collection(
+        served,
+        "Watch-MR",
+        n_patients=2,
+        series_per_patient=1,
+        instances_per_series=2,
+        catalogue={"DateReleased": "2020-01-01"},
+    )
+    data_root = tmp_path / "data"
+    config = TciaConfig(backoff_initial_seconds=0.0)
+    with serve(served, seed=2) as server:
+        first = watch_flow(
+            collections=["watch-mr"],
+            data_root=str(data_root),
+            base_url=server.url,
+            ingest_deployment=None,
+            config=config,
+        )
+        assert first["watched"] == ["Watch-MR"]  # the server's spelling
+        assert first["new_collections"] == ["Watch-MR"]
+        assert [(s["collection"], s["series"]) for s in first["started"]] == [("Watch-MR", 2)]
+        assert first["since"] is None
+        state = json.loads((data_root / "raw" / ".watch-state.json").read_text())
+        assert state == {"checked_on": today.isoformat()}
+
+        # Nothing new: the watcher asks for updates since the day before its last check.
+        again = watch_flow(
+            data_root=str(data_root), base_url=server.url, ingest_deployment=None, config=config
+        )
+        assert again["watched"] == ["Watch-MR"]  # default: what is already ingested
+        assert again["started"] == []
+        assert again["since"] == (today - dt.timedelta(days=1)).isoformat()
+
+        # A new patient released today: one ingest of one series.
+        (new_uid,) = write_synthetic_collection(
+            served,
+            "Watch-MR",
+            n_patients=1,
+            series_per_patient=1,
+            instances_per_series=2,
+            first_patient=3,
+            catalogue={"DateReleased": "2020-01-01", "SeriesDateReleased": {}},
+        )
+        catalogue = served / "Watch-MR" / "catalogue.json"
+        catalogue.write_text(
+            json.dumps(
+                {
+                    "DateReleased": "2020-01-01",
+                    "SeriesDateReleased": {new_uid: today.isoformat()},
+                }
+            )
+        )
+        server.reload()
+        third = watch_flow(
+            collections=["Watch-MR", "No-Such-Collection"],
+            data_root=str(data_root),
+            base_url=server.url,
+            ingest_deployment=None,
+            config=config,
+        )
+    assert third["missing"] == ["No-Such-Collection"]
+    assert [(s["collection"], s["series"]) for s in third["started"]] == [("Watch-MR", 1)]
+    assert len(list((data_root / "raw" / "Watch-MR").glob("*/*/*/*.dcm"))) == 6
+
+
+def test_dask_conversion_matches_the_default_path(served: Path, tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    from braincls.config import ConvertConfig
+    from braincls.layout import DataLayout
+    from braincls.stages import run_convert
+    from flows.convert import convert_on_dask
+
+    source = served / COLLECTION
+    labels = str(source / "labels.csv")
+    config = ConvertConfig(image_size_px=48, workers=2)
+    default_root, dask_root = tmp_path / "default", tmp_path / "dask"
+    # The default path: what the pipeline's convert-dicom task runs (a local process pool).
+    default = run_convert([source], DataLayout(default_root), config, Path(labels))
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        on_dask = convert_on_dask(
+            [str(source)], str(dask_root), cluster.scheduler_address, labels, config
+        )
+
+    assert on_dask["n_images"] == default.n_images > 0
+    assert on_dask["n_quarantined"] == default.n_quarantined
+    assert on_dask["class_names"] == default.class_names == ["no", "yes"]
+    left = pd.read_parquet(default.manifest_path)
+    right = pd.read_parquet(on_dask["manifest_path"])
+    # Everything but the absolute output paths is identical, row for row.
+    paths = [c for c in left.columns if c.endswith("_path") and c != "relative_path"]
+    pd.testing.assert_frame_equal(left.drop(columns=paths), right.drop(columns=paths))
+    default_pngs = _file_hashes(default_root / "converted")
+    assert len(default_pngs) >= default.n_images
+    assert default_pngs == _file_hashes(dask_root / "converted")
