@@ -21,13 +21,15 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help setup demo test test-slow lint typecheck bench clean
+.PHONY: help setup demo test test-slow lint typecheck bench clean server deploy worker test-ops
 
 help:
 	@echo "make setup  - create/update .venv from uv.lock (no-op when current)"
 	@echo "make demo   - set up, generate the demo data and run the whole pipeline offline"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint / typecheck / test-slow / bench"
+	@echo "make server / deploy / worker - local Prefect server (127.0.0.1:4200), setup + deployments, workers"
+	@echo "make test-ops - only the operations test (real server, worker, deployments, dashboard in Chromium)"
 
 $(UV):
 	python3 -m venv $(CURDIR)/.tools/uv
@@ -39,9 +41,10 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 setup: $(VENV)/.synced
 
+# The main job offline: a phantom DICOM collection served by the local NBIA server on a free
+# loopback port, ingested over HTTP, converted, validated, trained, evaluated and registered.
 demo: setup
-	$(BIN)/braincls phantom --out $(DEMO_DIR)/phantom-images --n 1200 --seed 0
-	$(BIN)/braincls run --images $(DEMO_DIR)/phantom-images --data-root $(DATA_ROOT) --epochs 12 --image-size 96
+	$(BIN)/braincls demo --data-root $(DATA_ROOT)
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -61,3 +64,33 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .tools .prefect .keras
+
+# ---------------------------------------------------------------- operations (README: "Operating braincls on Prefect")
+PREFECT_PORT ?= 4200
+PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+# The server keeps its own database, apart from the temporary one `make demo` and the CLI use.
+PREFECT_SERVER_HOME ?= $(CURDIR)/.prefect/server
+WORKER_POOLS ?= cpu gpu
+TCIA_LIMIT ?= 2
+
+server: setup
+	@mkdir -p $(PREFECT_SERVER_HOME)
+	PREFECT_HOME=$(PREFECT_SERVER_HOME) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --analytics-off
+
+deploy: setup
+	PREFECT_API_URL=$(PREFECT_API) $(BIN)/braincls setup --tcia-limit $(TCIA_LIMIT) $(if $(WEBHOOK_URL),--webhook-url '$(WEBHOOK_URL)')
+	cd $(CURDIR) && BRAINCLS_PROJECT_ROOT=$(CURDIR) PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect --no-prompt deploy --all
+
+# One process worker per pool, in the foreground; Ctrl-C stops them all. (Job control on, so
+# the workers do not start with SIGINT ignored and can shut down gracefully.)
+worker: setup
+	@set -m; pids=""; \
+	for pool in $(WORKER_POOLS); do \
+	  PREFECT_API_URL=$(PREFECT_API) $(BIN)/prefect worker start --pool $$pool --type process & \
+	  pids="$$pids $$!"; \
+	done; \
+	trap 'kill $$pids 2>/dev/null' INT TERM EXIT; \
+	wait
+
+test-ops: setup
+	$(BIN)/python -m pytest -m ops $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, cast
 
 import typer
 
@@ -261,31 +261,54 @@ def evaluate(
         Path, typer.Option("--model", help="Model folder (runs/<key>/model or models/<version>).")
     ],
     images: Annotated[
-        Path, typer.Option("--images", help="Labelled class-per-folder images to evaluate on.")
-    ],
+        Path | None,
+        typer.Option("--images", help="Labelled class-per-folder images to evaluate on."),
+    ] = None,
     data_root: DataRoot = None,
+    dicom: Annotated[
+        Path | None,
+        typer.Option("--dicom", help="A DICOM folder (e.g. a TCIA collection) to evaluate on."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels table (CSV) for --dicom.")
+    ] = None,
 ) -> None:
-    """External validation: evaluate a saved model on any labelled image folder."""
+    """External validation: evaluate a saved model on any labelled image folder or DICOM."""
     from datetime import UTC, datetime
 
     from braincls.data import ImportError_, class_folders
     from braincls.evaluate import EvaluationError, evaluate_external
 
-    try:
-        class_folders(images)
-    except ImportError_ as error:
-        fail(str(error))
+    if (images is None) == (dicom is None):
+        fail("give either --images (an image folder) or --dicom (a DICOM folder), not both")
+    if images is not None:
+        try:
+            class_folders(images)
+        except ImportError_ as error:
+            fail(str(error))
+    if dicom is not None:
+        if not dicom.is_dir():
+            fail(f"--dicom: {dicom}: DICOM folder not found")
+        if labels is None or not labels.is_file():
+            fail(f"--labels: {labels}: a labels table (CSV) is needed with --dicom")
     if not model.is_dir():
         fail(f"--model: {model}: folder not found")
     _quiet_defaults()
     run_id = "external-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = images if images is not None else cast(Path, dicom)
     try:
-        record = evaluate_external(model, images, _data_root(data_root), run_id=run_id)
+        record = evaluate_external(
+            model,
+            target,
+            _data_root(data_root),
+            run_id=run_id,
+            dicom_labels=labels if dicom else None,
+        )
     except EvaluationError as error:
         fail(str(error))
     metrics = record.metrics
     typer.echo(
-        f"external data {images.name} (all {metrics['n_test']} images, threshold {metrics['threshold']:.3f} "
+        f"external data {target.name} (all {metrics['n_test']} images, threshold {metrics['threshold']:.3f} "
         f"fixed at training): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}, "
         f"sensitivity {metrics['sensitivity']:.3f}, specificity {metrics['specificity']:.3f}"
     )
@@ -411,6 +434,56 @@ def watch(
         typer.echo(f"{started['collection']}: {started['series']} series; {started['flow_run']}")
     if not result["started"]:
         typer.echo(f"nothing new in {', '.join(result['watched'])}")
+
+
+@app.command()
+def demo(
+    data_root: DataRoot = None,
+    patients: Annotated[
+        int, typer.Option("--patients", help="Phantom patients in the demo collection.", min=8)
+    ] = 24,
+    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 96,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")] = 12,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom data.")] = 0,
+) -> None:
+    """The whole job offline: serve a phantom DICOM collection on a local NBIA server, ingest it
+    over HTTP, convert, validate, train, evaluate, register; then stop the server."""
+    from braincls.config import PipelineConfig
+    from braincls.nbia import serve
+    from braincls.phantom.dicom import DEFAULT_COLLECTION, generate_dicom_collection
+
+    root = _data_root(data_root)
+    served = root / "demo" / "nbia"
+    collection_dir = served / DEFAULT_COLLECTION
+    if not collection_dir.is_dir():
+        typer.echo(f"writing the demo collection ({patients} phantom patients) to {collection_dir}")
+        generate_dicom_collection(collection_dir, n_patients=patients, seed=seed)
+    config = PipelineConfig.model_validate(
+        {"preprocess": {"image_size_px": image_size}, "train": {"epochs": epochs}}
+    )
+    _quiet_defaults()
+    from flows.retrain import retrain_flow
+
+    with serve(served) as server:
+        typer.echo(f"local NBIA server on {server.url}")
+        result = retrain_flow(
+            collections=[DEFAULT_COLLECTION],
+            data_root=str(root),
+            base_url=server.url,
+            labels=str(collection_dir / "labels.csv"),
+            config=config,
+        )
+    ingested = result["ingest"][DEFAULT_COLLECTION]
+    metrics = result["metrics"]
+    typer.echo(
+        f"ingested {ingested.get('downloaded', 0)} new series over HTTP; local NBIA server stopped"
+    )
+    typer.echo(
+        f"test split (by patient): accuracy {metrics['accuracy']:.3f}, "
+        f"ROC AUC {metrics['roc_auc']:.3f}; model {result['model_version']} "
+        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
+    )
+    typer.echo(f"report: {result['report_html']}")
 
 
 @app.command("nbia-serve")

@@ -347,6 +347,35 @@ def write_evaluation_record(path: Path, record: EvaluationRecord) -> None:
     write_json(path, asdict(record))
 
 
+def _converted_dicom(
+    dicom_dir: Path, labels_path: Path, layout: Any, model_classes: list[str]
+) -> pd.DataFrame:
+    """Convert a labelled DICOM folder (per-series cache under the data root) to a manifest
+    whose label indices follow the model's class order."""
+    from braincls.config import ConvertConfig
+    from braincls.dicom import ConversionError, LabelsError, convert_tree, load_labels
+    from braincls.manifest import read_manifest
+
+    try:
+        table = load_labels(labels_path)
+        result = convert_tree(dicom_dir, layout.converted, ConvertConfig(), table)
+    except (ConversionError, LabelsError) as error:
+        raise EvaluationError(str(error)) from error
+    unknown = sorted(set(table.classes) - set(model_classes))
+    if unknown:
+        raise EvaluationError(
+            f"{labels_path}: labels {unknown} are not classes of the model ({model_classes})"
+        )
+    frame = read_manifest(result.images_manifest)
+    if frame.empty:
+        raise EvaluationError(
+            f"{dicom_dir}: no labelled image ({result.set_aside} files set aside, "
+            f"{result.unlabelled} unlabelled); see {result.quarantine_table}"
+        )
+    frame["label_index"] = frame["label"].map(model_classes.index).astype("int64")
+    return frame
+
+
 def evaluate_external(
     model_dir: Path,
     images_dir: Path,
@@ -354,12 +383,16 @@ def evaluate_external(
     config: EvaluateConfig | None = None,
     *,
     run_id: str,
+    dicom_labels: Path | None = None,
 ) -> EvaluationRecord:
-    """External validation: evaluate a saved model on every image of a labelled image folder.
+    """External validation: evaluate a saved model on every image of a labelled data set.
 
-    The images are prepared exactly as the model's training images were (the preprocessing
-    config saved with the model); the decision threshold is the one fixed at training time
-    (saved with the model), never tuned on the external data. Every image is test data.
+    ``images_dir`` is a class-per-folder image set or, with ``dicom_labels`` (a labels table),
+    a folder of DICOM (e.g. a TCIA collection), converted like the pipeline converts it; its
+    classes may be a subset of the model's (e.g. healthy volunteers only). The images are
+    prepared exactly as the model's training images were (the preprocessing config saved with
+    the model); the decision threshold is the one fixed at training time (saved with the
+    model), never tuned on the external data. Every image is test data.
     """
     import json
 
@@ -384,13 +417,22 @@ def evaluate_external(
         record.get("preprocess") or {"image_size_px": record["image_size_px"]}
     )
     layout = DataLayout(Path(data_root))
-    imported = import_image_folder(images_dir, ImportConfig())
-    if list(imported.class_names) != list(record["class_names"]):
-        raise EvaluationError(
-            f"{images_dir}: classes {list(imported.class_names)} differ from the model's {record['class_names']}"
-        )
-    frame = imported.manifest.copy()
+    model_classes = [str(name) for name in record["class_names"]]
+    if dicom_labels is not None:
+        frame = _converted_dicom(Path(images_dir), Path(dicom_labels), layout, model_classes)
+    else:
+        imported = import_image_folder(images_dir, ImportConfig())
+        if list(imported.class_names) != model_classes:
+            raise EvaluationError(
+                f"{images_dir}: classes {list(imported.class_names)} differ from the model's {model_classes}"
+            )
+        frame = imported.manifest.copy()
     frame[SPLIT_COLUMN] = "test"
+    source_name = (
+        ", ".join(sorted(frame["source"].astype(str).unique()))
+        if dicom_labels is not None
+        else Path(images_dir).name
+    )
     frame, _ = preprocess_manifest(frame, layout, preprocess)
     external = (config or EvaluateConfig()).model_copy(
         update={"threshold_rule": "fixed", "threshold": threshold}
@@ -405,6 +447,6 @@ def evaluate_external(
         model_name=str(record["model"]),
         class_names=list(record["class_names"]),
         strategy="grouped",
-        source=f"{Path(images_dir).name} (external: not seen in training)",
+        source=f"{source_name} (external: not seen in training)",
         history=None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from braincls.config import EvaluateConfig, ImportConfig, PreprocessConfig, SplitConfig, TrainConfig
@@ -84,8 +85,11 @@ def test_small_real_run_beats_chance(br35h_dir: Path, tmp_path: Path) -> None:
     assert metrics["accuracy"] > 0.65, metrics["accuracy"]
 
 
-def test_external_validation_uses_the_training_threshold(br35h_dir: Path, tmp_path: Path) -> None:
-    """Train on 100 + 100 Br35H images, then evaluate the saved model on 40 + 40 others."""
+def test_external_validation_uses_the_training_threshold(
+    br35h_dir: Path, real_dicom_dir: Path, tmp_path: Path
+) -> None:
+    """Train on 100 + 100 Br35H images, then evaluate the saved model on 40 + 40 others, and
+    on real DICOM: a tumor patient's series (yes) and a healthy volunteer's (no)."""
     from braincls.evaluate import evaluate_external
     from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
 
@@ -122,3 +126,24 @@ def test_external_validation_uses_the_training_threshold(br35h_dir: Path, tmp_pa
     assert metrics["threshold"] == internal.metrics["threshold"]
     assert metrics["threshold_rule"] == "fixed"
     assert "external" in metrics["data_source"]
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "Collection,label\nBrain-Tumor-Progression,yes\nhealthy-volunteer-t1-mprage,no\n"
+    )
+    on_dicom = evaluate_external(
+        Path(model.model_dir),
+        real_dicom_dir,
+        layout.root,
+        EvaluateConfig(bootstrap_resamples=100),
+        run_id="external-dicom",
+        dicom_labels=labels,
+    )
+    dicom_metrics = json.loads(Path(on_dicom.metrics_path).read_text())
+    converted = pd.read_parquet(
+        next((layout.root / "converted" / "manifests").glob("*/images.parquet"))
+    )
+    assert dicom_metrics["n_test"] == len(converted) > 100
+    assert set(converted["label"]) == {"yes", "no"}
+    assert dicom_metrics["threshold"] == internal.metrics["threshold"]
+    assert "Brain-Tumor-Progression" in dicom_metrics["data_source"]
