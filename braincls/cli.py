@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -24,6 +24,29 @@ DataRoot = Annotated[
     Path | None,
     typer.Option("--data-root", help="Data root (default: $BRAINCLS_DATA_ROOT or ./data)."),
 ]
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
+    ),
+]
+ImageSize = Annotated[int, typer.Option("--image-size", help="Image side in pixels.")]
+Epochs = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping)."),
+]
+
+
+def _echo_result(result: dict[str, Any]) -> None:
+    """The last lines of a DICOM training run: test metrics, model version, report path."""
+    metrics = result["metrics"]
+    typer.echo(
+        f"test split (by patient): accuracy {metrics['accuracy']:.3f}, "
+        f"ROC AUC {metrics['roc_auc']:.3f}; model {result['model_version']} "
+        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
+    )
+    typer.echo(f"report: {result['report_html']}")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -71,11 +94,8 @@ def run(
         str | None,
         typer.Option("--dask-address", help="Convert --dicom on this Dask scheduler (tcp://...)."),
     ] = None,
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
-    epochs: Annotated[
-        int | None,
-        typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping)."),
-    ] = None,
+    image_size: ImageSize = 128,
+    epochs: Epochs = None,
     model: Annotated[
         str, typer.Option("--model", help="Architecture: braincls_resnet (default) or seed_cnn.")
     ] = "braincls_resnet",
@@ -319,12 +339,7 @@ def evaluate(
 def ingest(
     collection: Annotated[str, typer.Argument(help="TCIA collection name, e.g. UPENN-GBM.")],
     data_root: DataRoot = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
-        ),
-    ] = None,
+    base_url: BaseUrl = None,
     modality: Annotated[
         str, typer.Option("--modality", help="Modality filter ('' for all).")
     ] = "MR",
@@ -346,21 +361,13 @@ def ingest(
 def retrain(
     collections: Annotated[list[str], typer.Argument(help="TCIA collection names.")],
     data_root: DataRoot = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
-        ),
-    ] = None,
+    base_url: BaseUrl = None,
     labels: Annotated[
         Path | None,
         typer.Option("--labels", help="Labels table (CSV); default <data root>/labels.csv."),
     ] = None,
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 128,
-    epochs: Annotated[
-        int | None,
-        typer.Option("--epochs", help="Maximum training epochs (default 30, early stopping)."),
-    ] = None,
+    image_size: ImageSize = 128,
+    epochs: Epochs = None,
     skip_ingest: Annotated[
         bool, typer.Option("--skip-ingest", help="Train on the verified local copy only.")
     ] = False,
@@ -393,13 +400,7 @@ def retrain(
         config=config,
         skip_ingest=skip_ingest,
     )
-    metrics = result["metrics"]
-    typer.echo(
-        f"test split (by patient): accuracy {metrics['accuracy']:.3f}, "
-        f"ROC AUC {metrics['roc_auc']:.3f}; model {result['model_version']} "
-        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
-    )
-    typer.echo(f"report: {result['report_html']}")
+    _echo_result(result)
 
 
 @app.command()
@@ -409,12 +410,7 @@ def watch(
         typer.Argument(help="Collections to watch (default: those already ingested)."),
     ] = None,
     data_root: DataRoot = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            "--base-url", help="NBIA v4 API base URL (default: $BRAINCLS_TCIA_BASE_URL or TCIA)."
-        ),
-    ] = None,
+    base_url: BaseUrl = None,
     full_check: Annotated[
         bool, typer.Option("--full-check", help="List every watched collection in full.")
     ] = False,
@@ -442,7 +438,7 @@ def demo(
     patients: Annotated[
         int, typer.Option("--patients", help="Phantom patients in the demo collection.", min=8)
     ] = 24,
-    image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 96,
+    image_size: ImageSize = 96,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum training epochs.")] = 12,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom data.")] = 0,
 ) -> None:
@@ -474,16 +470,10 @@ def demo(
             config=config,
         )
     ingested = result["ingest"][DEFAULT_COLLECTION]
-    metrics = result["metrics"]
     typer.echo(
         f"ingested {ingested.get('downloaded', 0)} new series over HTTP; local NBIA server stopped"
     )
-    typer.echo(
-        f"test split (by patient): accuracy {metrics['accuracy']:.3f}, "
-        f"ROC AUC {metrics['roc_auc']:.3f}; model {result['model_version']} "
-        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
-    )
-    typer.echo(f"report: {result['report_html']}")
+    _echo_result(result)
 
 
 @app.command("nbia-serve")

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -55,13 +56,17 @@ def test_retrain_ingests_converts_splits_by_patient_and_registers(
     labels = served / COLLECTION / "labels.csv"
     config = PipelineConfig.model_validate(TINY)
     with serve(served, seed=1) as server:
-        first = retrain_flow(
-            collections=[COLLECTION],
-            data_root=str(data_root),
-            base_url=server.url,
-            labels=str(labels),
-            config=config,
-        )
+
+        def retrain() -> dict[str, Any]:
+            return retrain_flow(
+                collections=[COLLECTION],
+                data_root=str(data_root),
+                base_url=server.url,
+                labels=str(labels),
+                config=config,
+            )
+
+        first = retrain()
         listed = first["ingest"][COLLECTION]["listed"]
         assert first["ingest"][COLLECTION]["downloaded"] == listed > 0
         assert first["states"] == {
@@ -85,13 +90,7 @@ def test_retrain_ingests_converts_splits_by_patient_and_registers(
         assert set(split["source"]) == {COLLECTION}
 
         # Nothing new on the server: nothing downloaded, nothing converted, nothing retrained.
-        second = retrain_flow(
-            collections=[COLLECTION],
-            data_root=str(data_root),
-            base_url=server.url,
-            labels=str(labels),
-            config=config,
-        )
+        second = retrain()
     assert second["ingest"][COLLECTION]["downloaded"] == 0
     assert second["ingest"][COLLECTION]["skipped"] == listed
     assert {stage: second["states"][stage] for stage in ("convert", "split", "train")} == {
