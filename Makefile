@@ -68,6 +68,8 @@ clean:
 # ---------------------------------------------------------------- operations (README: "Operating braincls on Prefect")
 PREFECT_PORT ?= 4200
 PREFECT_API ?= http://127.0.0.1:$(PREFECT_PORT)/api
+# The dashboard's address as its users reach it: links in failure notifications point there.
+PREFECT_UI ?= http://127.0.0.1:$(PREFECT_PORT)
 # The server keeps its own database, apart from the temporary one `make demo` and the CLI use.
 PREFECT_SERVER_HOME ?= $(CURDIR)/.prefect/server
 WORKER_POOLS ?= cpu gpu
@@ -75,7 +77,8 @@ TCIA_LIMIT ?= 2
 
 server: setup
 	@mkdir -p $(PREFECT_SERVER_HOME)
-	PREFECT_HOME=$(PREFECT_SERVER_HOME) $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --analytics-off
+	PREFECT_HOME=$(PREFECT_SERVER_HOME) PREFECT_UI_URL=$(PREFECT_UI) PREFECT_UI_API_URL=$(PREFECT_API) \
+	  $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) --analytics-off
 
 deploy: setup
 	PREFECT_API_URL=$(PREFECT_API) $(BIN)/braincls setup --tcia-limit $(TCIA_LIMIT) $(if $(WEBHOOK_URL),--webhook-url '$(WEBHOOK_URL)')
