@@ -180,6 +180,15 @@ class TrainConfig(_Section):
     class_weights: bool = Field(
         default=True, description="Weight classes inversely to their frequency."
     )
+    warmup_epochs: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "First epochs that can be neither the kept best epoch nor count towards early "
+            "stopping or learning-rate reduction: batch-norm statistics and augmentation make "
+            "early validation AUCs noisy, and a lucky epoch 1 should not end training."
+        ),
+    )
     early_stopping_patience: int = Field(
         default=6,
         ge=0,

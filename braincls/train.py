@@ -182,7 +182,18 @@ def train_model(
     previous: dict[str, list[float]] = (
         json.loads(history_path.read_text()) if history_path.is_file() else {}
     )
-    best_so_far = max(previous.get("val_auc", []), default=None)
+    warmup = config.warmup_epochs
+    best_so_far = max(previous.get("val_auc", [])[warmup:], default=None)
+
+    def after_warmup(callback_class: type[Any]) -> type[Any]:
+        """``callback_class`` acting only on epochs after the warm-up."""
+
+        class AfterWarmup(callback_class):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                if epoch >= warmup:
+                    super().on_epoch_end(epoch, logs)
+
+        return AfterWarmup
 
     class _Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -207,7 +218,7 @@ def train_model(
         keras.callbacks.BackupAndRestore(
             backup_dir=str(work_dir / "backup"), save_freq="epoch", delete_checkpoint=False
         ),
-        keras.callbacks.ModelCheckpoint(
+        after_warmup(keras.callbacks.ModelCheckpoint)(
             str(best_path),
             monitor="val_auc",
             mode="max",
@@ -221,12 +232,15 @@ def train_model(
     if config.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=config.early_stopping_patience
+                monitor="val_auc",
+                mode="max",
+                patience=config.early_stopping_patience,
+                start_from_epoch=warmup,
             )
         )
     if config.reduce_lr_patience:
         callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
+            after_warmup(keras.callbacks.ReduceLROnPlateau)(
                 monitor="val_auc", mode="max", factor=0.5, patience=config.reduce_lr_patience
             )
         )
@@ -246,7 +260,9 @@ def train_model(
     history = {k: list(v) for k, v in previous.items()}
     epochs_run = len(history.get("loss", []))
     val_auc = history.get("val_auc", [])
-    best_epoch = int(np.argmax(val_auc)) + 1 if val_auc else epochs_run
+    best_epoch = (
+        int(np.argmax(val_auc[warmup:])) + warmup + 1 if len(val_auc) > warmup else epochs_run
+    )
     record = {
         "model": config.model,
         "config": config.model_dump(mode="json"),
