@@ -70,10 +70,12 @@ PIPELINE_KEYS = {
 DASHBOARD_KEYS = [
     "conversion-summary",
     "split-counts",
-    "training-history",
+    "validation-results",
     "evaluation-metrics",
     "promotion-decision",
 ]
+#: Training runs as the train-gpu deployment, on a process worker of the gpu pool (CPU here).
+TRAIN_DEPLOYMENT = "train-model/train-gpu"
 
 
 _STARTED = time.monotonic()
@@ -126,7 +128,8 @@ class Stack:
 
     def diagnostics(self) -> str:
         return "\n".join(
-            f"--- {name} log:\n{self.processes.log(name)}" for name in ("worker", "server")
+            f"--- {name} log:\n{self.processes.log(name)}"
+            for name in ("worker", "worker-gpu", "server")
         )
 
 
@@ -217,12 +220,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _phase("braincls setup done twice")
         stack.cli("prefect", "--no-prompt", "deploy", "--all")
         _phase("prefect.yaml deployed")
-        processes.start(
-            "worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--type", "process"],
-            env,
-            cwd=base,
-        )
+        for pool, name in (("cpu", "worker"), ("gpu", "worker-gpu")):
+            processes.start(
+                name,
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                env,
+                cwd=base,
+            )
         yield stack
     finally:
         processes.stop_all()
@@ -246,7 +250,8 @@ def runs(stack: Stack) -> PipelineRuns:
     retrain_on_ingest = stack.api.deployment("retrain", "retrain-on-ingest")
     # An operator's parameter override on the deployment (UI: Edit deployment): tiny training.
     stack.api.patch(
-        f"deployments/{retrain_on_ingest['id']}", {"parameters": {"config": TINY_CONFIG}}
+        f"deployments/{retrain_on_ingest['id']}",
+        {"parameters": {"config": TINY_CONFIG, "train_deployment": TRAIN_DEPLOYMENT}},
     )
     ingest_id = stack.run_deployment(
         "ingest/ingest",
@@ -254,13 +259,19 @@ def runs(stack: Stack) -> PipelineRuns:
         base_url=stack.nbia_url,
         data_root=str(stack.data_root),
     )
-    failing_ingest_id = stack.run_deployment(
-        "ingest/ingest",
-        collection=COLLECTION,
-        base_url=stack.nbia_url,
-        data_root=str(stack.data_root),
-        filters='{"Bogus": "1"}',
-    )
+    # The same through the REST API (what a script or another system would call).
+    ingest = stack.api.deployment("ingest", "ingest")
+    failing_ingest_id = stack.api.post(
+        f"deployments/{ingest['id']}/create_flow_run",
+        {
+            "parameters": {
+                "collection": COLLECTION,
+                "base_url": stack.nbia_url,
+                "data_root": str(stack.data_root),
+                "filters": {"Bogus": "1"},
+            }
+        },
+    )["id"]
     _phase("ingest runs started")
     ingest_state = stack.api.final_state(ingest_id, 300, stack.diagnostics)
     _phase("ingest run completed")
@@ -370,6 +381,7 @@ def test_ingest_with_new_data_starts_retraining_on_what_it_ingested(
     assert runs.retrain["parameters"]["data_root"] == str(stack.data_root)
     assert runs.retrain["parameters"]["base_url"] == stack.nbia_url
     assert runs.retrain["parameters"]["config"] == TINY_CONFIG
+    assert runs.retrain["parameters"]["train_deployment"] == TRAIN_DEPLOYMENT
     ingest_keys = {a["key"] for a in stack.api.artifacts([runs.ingest_id])}
     assert ingest_keys >= INGEST_KEYS
     summary = next(a for a in stack.api.artifacts([runs.ingest_id]) if a["key"] == "ingest-summary")
@@ -383,6 +395,13 @@ def test_retraining_publishes_every_stage_artifact(stack: Stack, runs: PipelineR
     run_ids = [runs.retrain["id"]] + [r["id"] for r in stack.api.descendants(runs.retrain["id"])]
     keys = {artifact["key"] for artifact in stack.api.artifacts(run_ids)}
     assert keys >= PIPELINE_KEYS, f"missing {PIPELINE_KEYS - keys}"
+    # Training ran as the train-gpu deployment on the gpu pool, inside this retraining.
+    trainings = [run for run in stack.api.descendants(runs.retrain["id"]) if run["deployment_id"]]
+    assert [run["deployment_id"] for run in trainings] == [
+        stack.api.deployment("train-model", "train-gpu")["id"]
+    ]
+    assert trainings[0]["work_pool_name"] == "gpu"
+    assert trainings[0]["state"]["type"] == "COMPLETED"
     # The retraining's own ingest found nothing new: no second retraining was started.
     retrains = stack.api.flow_runs(
         deployment_id={"any_": [stack.api.deployment("retrain", "retrain-on-ingest")["id"]]}
