@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 
 from braincls.config import PipelineConfig
 from braincls.stages import ImportRecord
+from flows.failures import stage
 from tasks.convert import convert_dicom
 from tasks.data import import_images, preprocess_images, split_dataset
 from tasks.evaluation import evaluate
@@ -29,10 +30,36 @@ def _run_id() -> str:
     return f"{stamp}-{str(run)[:8]}" if run else stamp
 
 
-def _call(task: Any, storage: Path, *args: Any) -> tuple[Any, str]:
-    """Run one task with the data root's result storage; return its result and state name."""
-    state = task.with_options(result_storage=storage, persist_result=True)(*args, return_state=True)
-    return state.result(), state.name
+#: What an operator should do when a stage fails; the run's final message carries it.
+WHAT_TO_DO = {
+    "import": "check the image folder named above (one sub-folder per class) and rerun",
+    "convert": (
+        "check the DICOM folders and the labels table named above; converted series are kept, "
+        "so a rerun converts only what is missing"
+    ),
+    "split": "add data or change the split fractions (config.split), then rerun",
+    "preprocess": "check the image named above (or free disk space) and rerun",
+    "validate": (
+        "open the Data Docs named above, fix the data (or list the check in "
+        "config.validate_.warning_checks to let it only warn) and rerun"
+    ),
+    "train": (
+        "rerun the pipeline: training resumes from its last finished epoch; if it fails again, "
+        "check memory and the training logs"
+    ),
+    "evaluate": "rerun the pipeline (the trained model is kept and not retrained)",
+    "register": "rerun the pipeline; the registry was left as it was (writes are atomic)",
+}
+
+
+def _call(name: str, task: Any, storage: Path, *args: Any) -> tuple[Any, str]:
+    """Run stage ``name``'s task with the data root's result storage; return its result and
+    state name. A failure ends the run with a message naming the stage and what to do."""
+    with stage(name, WHAT_TO_DO[name]):
+        state = task.with_options(result_storage=storage, persist_result=True)(
+            *args, return_state=True
+        )
+        return state.result(), state.name
 
 
 def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig) -> tuple[Any, str]:
@@ -106,31 +133,42 @@ def pipeline(
         sources = [str(Path(d).resolve()) for d in dicom_dirs]
         labels_path = str(Path(labels).resolve()) if labels else None
         if dask_address:
-            imported, states["convert"] = _convert_remote(
-                sources, root, labels_path, cfg, dask_address
-            )
+            with stage("convert", WHAT_TO_DO["convert"]):
+                imported, states["convert"] = _convert_remote(
+                    sources, root, labels_path, cfg, dask_address
+                )
         else:
             imported, states["convert"] = _call(
-                convert_dicom, storage, sources, root, cfg.convert, labels_path
+                "convert", convert_dicom, storage, sources, root, cfg.convert, labels_path
             )
     else:
         imported, states["import"] = _call(
-            import_images, storage, str(Path(str(images_dir)).resolve()), root, cfg.importing
+            "import",
+            import_images,
+            storage,
+            str(Path(str(images_dir)).resolve()),
+            root,
+            cfg.importing,
         )
-    split, states["split"] = _call(split_dataset, storage, imported, root, cfg.split)
-    dataset, states["preprocess"] = _call(preprocess_images, storage, split, root, cfg.preprocess)
+    split, states["split"] = _call("split", split_dataset, storage, imported, root, cfg.split)
+    dataset, states["preprocess"] = _call(
+        "preprocess", preprocess_images, storage, split, root, cfg.preprocess
+    )
     run_id = _run_id()
     # The gate: a blocking failure raises here, before any training starts.
-    _, states["validate"] = _call(validate_dataset, storage, dataset, root, cfg.validate_, run_id)
+    _, states["validate"] = _call(
+        "validate", validate_dataset, storage, dataset, root, cfg.validate_, run_id
+    )
     if train_deployment:
-        model, states["train"] = _train_remote(train_deployment, dataset, root, cfg)
+        with stage("train", WHAT_TO_DO["train"]):
+            model, states["train"] = _train_remote(train_deployment, dataset, root, cfg)
     else:
-        model, states["train"] = _call(train, storage, dataset, root, cfg.train)
+        model, states["train"] = _call("train", train, storage, dataset, root, cfg.train)
     evaluation, states["evaluate"] = _call(
-        evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
+        "evaluate", evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
     )
     registration, states["register"] = _call(
-        register_model, storage, model, dataset, evaluation, root, cfg.registry
+        "register", register_model, storage, model, dataset, evaluation, root, cfg.registry
     )
     logger.info("stage states: %s", states)
     logger.info("promotion: %s", registration.summary)

@@ -60,6 +60,8 @@ def retrain_flow(
                 data_root=str(root),
                 base_url=url,
                 config=cfg.tcia,
+                # This run trains on what it ingests: no second retraining by the event trigger.
+                announce_new_data=False,
                 return_state=True,
             )
             if state.is_completed():

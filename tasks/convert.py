@@ -69,12 +69,12 @@ def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -
     return [unit for src in sources for unit in pending_series(Path(src), converted, config)]
 
 
+# No timeout: Prefect cannot interrupt a task on a worker thread or a Dask worker (it only warns).
 @task(
     name="convert-series",
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
-    timeout_seconds=3600,
     tags=["braincls", "dicom"],
 )
 def convert_one_series(unit: SeriesUnit, data_root: str, config: ConvertConfig) -> SeriesResult:

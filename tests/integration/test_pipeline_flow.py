@@ -114,6 +114,7 @@ def test_blocking_validation_failure_stops_before_training(
     phantom_images: Path, tmp_path: Path
 ) -> None:
     from braincls.validate import ValidationFailed
+    from flows.failures import StageFailed
     from flows.pipeline import pipeline
 
     root = tmp_path / "data"
@@ -121,9 +122,12 @@ def test_blocking_validation_failure_stops_before_training(
         update={"validate_": _config().validate_.model_copy(update={"min_count_per_class": 500})}
     )
     with pytest.raises(
-        ValidationFailed, match=r"1 blocking check\(s\): labels.min_count_per_split"
-    ):
+        StageFailed,
+        match=r"^validate failed: ValidationFailed: .*1 blocking check\(s\): labels.min_count_per_split"
+        r".*What to do: open the Data Docs",
+    ) as failure:
         pipeline(images_dir=str(phantom_images), data_root=str(root), config=config)
+    assert isinstance(failure.value.__cause__, ValidationFailed)
     assert not (root / "runs").exists()  # training never started
     assert "validation-results" in _latest_artifact_keys()
     summaries = list((root / "reports").glob("*/validation/validation.html"))
