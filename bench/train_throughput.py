@@ -92,25 +92,13 @@ def build_compiled(model_name: str, image_size_px: int, augment: bool, seed: int
     import keras
 
     from braincls.config import AugmentConfig, TrainConfig
-    from braincls.model import build_model
+    from braincls.train import build_for_training
 
-    config = TrainConfig(model=model_name, seed=seed)  # type: ignore[arg-type]
+    config = TrainConfig(  # type: ignore[arg-type]
+        model=model_name, seed=seed, augment=AugmentConfig(enabled=augment)
+    )
     keras.utils.set_random_seed(seed)
-    model = build_model(
-        model_name,
-        image_size_px=image_size_px,
-        dropout_rate=config.dropout_rate,
-        base_filters=config.base_filters,
-        augment=AugmentConfig(enabled=augment),
-        seed=seed,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=config.learning_rate, weight_decay=config.weight_decay
-        ),
-        loss="binary_crossentropy",
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
-    )
+    model = build_for_training(config, image_size_px)
     return model
 
 

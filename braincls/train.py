@@ -86,6 +86,31 @@ def accelerators() -> list[str]:
     return []
 
 
+def build_for_training(config: TrainConfig, image_size_px: int) -> Any:
+    """The model of ``config``, compiled as training compiles it (AdamW, binary cross-entropy,
+    accuracy and ROC AUC)."""
+    import keras
+
+    from braincls.model import build_model
+
+    model = build_model(
+        config.model,
+        image_size_px=image_size_px,
+        dropout_rate=config.dropout_rate,
+        base_filters=config.base_filters,
+        augment=config.augment,
+        seed=config.seed,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=config.learning_rate, weight_decay=config.weight_decay
+        ),
+        loss="binary_crossentropy",
+        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
 def _split_arrays(frame: pd.DataFrame, split: str, data_root: Path) -> tuple[list[str], list[int]]:
     part = frame[frame[SPLIT_COLUMN] == split]
     paths = [str(data_root / str(p)) for p in part["image_path"]]
@@ -114,7 +139,6 @@ def train_model(
     import keras
 
     from braincls.inputs import PngSequence, make_dataset
-    from braincls.model import build_model
 
     data_root = Path(data_root)
     train_paths, train_labels = _split_arrays(dataset, "train", data_root)
@@ -150,22 +174,7 @@ def train_model(
     val_data = inputs(val_paths, val_labels, shuffle=False)
 
     def build_and_compile() -> Any:
-        model = build_model(
-            config.model,
-            image_size_px=image_size_px,
-            dropout_rate=config.dropout_rate,
-            base_filters=config.base_filters,
-            augment=config.augment,
-            seed=config.seed,
-        )
-        model.compile(
-            optimizer=keras.optimizers.AdamW(
-                learning_rate=config.learning_rate, weight_decay=config.weight_decay
-            ),
-            loss="binary_crossentropy",
-            metrics=["accuracy", keras.metrics.AUC(name="auc")],
-        )
-        return model
+        return build_for_training(config, image_size_px)
 
     if backend == "tensorflow" and len(gpus) > 1:
         import tensorflow as tf

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from tiny import TINY_CONFIG
 
 from braincls.config import PipelineConfig, TciaConfig
 from braincls.nbia import serve
@@ -18,16 +19,6 @@ from braincls.nbia.testing import write_synthetic_collection
 from braincls.phantom.dicom import generate_dicom_collection
 
 COLLECTION = "BRAINCLS-PHANTOM"
-
-#: Small enough to train in seconds; the point is the wiring, not the accuracy.
-TINY = {
-    "convert": {"image_size_px": 64, "workers": 1},
-    "preprocess": {"image_size_px": 32},
-    "train": {"epochs": 1, "batch_size": 16},
-    "tcia": {"backoff_initial_seconds": 0.0},
-    "registry": {"min_sensitivity": 0.0, "min_roc_auc": 0.0},
-    "validate": {"min_count_per_class": 2},
-}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +45,7 @@ def test_retrain_ingests_converts_splits_by_patient_and_registers(
 
     data_root = tmp_path / "data"
     labels = served / COLLECTION / "labels.csv"
-    config = PipelineConfig.model_validate(TINY)
+    config = PipelineConfig.model_validate(TINY_CONFIG)
     with serve(served, seed=1) as server:
 
         def retrain() -> dict[str, Any]:

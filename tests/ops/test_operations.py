@@ -27,6 +27,7 @@ import pytest
 import yaml
 from headless_chromium import Chromium, find_chromium
 from stack import PrefectApi, Processes, WebhookReceiver, free_port, wait_until
+from tiny import TINY_CONFIG
 
 from braincls.phantom.dicom import generate_dicom_collection
 
@@ -38,17 +39,6 @@ COLLECTION = "BRAINCLS-PHANTOM"
 #: Where the dashboard screenshot is kept (git-ignored).
 SCREENSHOT_DIR = PROJECT_ROOT / "test-output" / "ops"
 
-#: Training as small as it gets: the test checks the machinery, not the model (the same
-#: settings as tests/integration/test_dicom_pipeline.py, whose collection this is too).
-TINY_CONFIG: dict[str, Any] = {
-    "convert": {"image_size_px": 64, "workers": 1},
-    "preprocess": {"image_size_px": 32},
-    "train": {"epochs": 1, "batch_size": 16},
-    "tcia": {"backoff_initial_seconds": 0.0},
-    "registry": {"min_sensitivity": 0.0, "min_roc_auc": 0.0},
-    "validate": {"min_count_per_class": 2},
-    "evaluate": {"bootstrap_resamples": 100},
-}
 
 #: Artifact keys each run must publish (what tasks/*.py and flows/*.py create).
 INGEST_KEYS = {"ingest-summary"}
