@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+# The global concurrency limit held by every series download.
+from tasks.ingest import TCIA_LIMIT
+
 #: Work pools by name, with what runs on them.
 WORK_POOLS: dict[str, str] = {
     "cpu": "braincls: ingest, TCIA watcher, retraining pipeline (CPU workers)",
@@ -34,8 +37,6 @@ DEPLOYMENT_NAMES: tuple[str, ...] = (
     "train-gpu",
 )
 
-#: Name of the global concurrency limit held by every series download (tasks/ingest.py).
-TCIA_LIMIT = "tcia"
 
 WEBHOOK_BLOCK_NAME = "braincls-failure-webhook"
 FAILURE_AUTOMATION_NAME = "braincls-run-failed"
