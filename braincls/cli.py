@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
@@ -53,6 +55,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line to stderr and exit non-zero, without a traceback."""
     typer.echo(f"braincls: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _stage_failures() -> Iterator[None]:
+    """A failed stage ends the command with its one-line message (stage, cause, what to do)
+    and exit code 1; the full traceback is in the run's logs on the dashboard."""
+    from flows.failures import StageFailed
+
+    try:
+        yield
+    except StageFailed as error:
+        fail(str(error), code=1)
 
 
 def _quiet_defaults() -> None:
@@ -152,14 +166,15 @@ def run(
         os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"
     from flows.pipeline import pipeline
 
-    result = pipeline(
-        images_dir=str(images.resolve()) if images is not None else None,
-        data_root=str(_data_root(data_root)),
-        config=config,
-        dicom_dirs=[str(folder.resolve()) for folder in dicom or []] or None,
-        labels=str(labels.resolve()) if labels is not None else None,
-        dask_address=dask_address,
-    )
+    with _stage_failures():
+        result = pipeline(
+            images_dir=str(images.resolve()) if images is not None else None,
+            data_root=str(_data_root(data_root)),
+            config=config,
+            dicom_dirs=[str(folder.resolve()) for folder in dicom or []] or None,
+            labels=str(labels.resolve()) if labels is not None else None,
+            dask_address=dask_address,
+        )
     metrics = result["metrics"]
     typer.echo(
         f"test split ({split}): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}"
@@ -309,8 +324,10 @@ def evaluate(
     if dicom is not None:
         if not dicom.is_dir():
             fail(f"--dicom: {dicom}: DICOM folder not found")
-        if labels is None or not labels.is_file():
-            fail(f"--labels: {labels}: a labels table (CSV) is needed with --dicom")
+        if labels is None:
+            fail("--labels: a labels table (CSV) is needed with --dicom")
+        if not labels.is_file():
+            fail(f"--labels: {labels}: labels table not found")
     if not model.is_dir():
         fail(f"--model: {model}: folder not found")
     _quiet_defaults()
@@ -392,14 +409,15 @@ def retrain(
     _quiet_defaults()
     from flows.retrain import retrain_flow
 
-    result = retrain_flow(
-        collections=list(collections),
-        data_root=str(_data_root(data_root)),
-        base_url=base_url,
-        labels=str(labels.resolve()) if labels is not None else None,
-        config=config,
-        skip_ingest=skip_ingest,
-    )
+    with _stage_failures():
+        result = retrain_flow(
+            collections=list(collections),
+            data_root=str(_data_root(data_root)),
+            base_url=base_url,
+            labels=str(labels.resolve()) if labels is not None else None,
+            config=config,
+            skip_ingest=skip_ingest,
+        )
     _echo_result(result)
 
 
@@ -462,13 +480,14 @@ def demo(
 
     with serve(served) as server:
         typer.echo(f"local NBIA server on {server.url}")
-        result = retrain_flow(
-            collections=[DEFAULT_COLLECTION],
-            data_root=str(root),
-            base_url=server.url,
-            labels=str(collection_dir / "labels.csv"),
-            config=config,
-        )
+        with _stage_failures():
+            result = retrain_flow(
+                collections=[DEFAULT_COLLECTION],
+                data_root=str(root),
+                base_url=server.url,
+                labels=str(collection_dir / "labels.csv"),
+                config=config,
+            )
     ingested = result["ingest"][DEFAULT_COLLECTION]
     typer.echo(
         f"ingested {ingested.get('downloaded', 0)} new series over HTTP; local NBIA server stopped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,12 +50,38 @@ def two_classes(tmp_path: Path) -> Path:
             ["phantom", "--out", "{two}/x", "--n", "1"],
             "braincls: error: --n: at least 2 images are needed (one per class)",
         ),
+        (
+            ["run", "--images", "{two}", "--dicom", "{two}"],
+            "braincls: error: give either --images (an image folder) or --dicom (DICOM folders), "
+            "not both",
+        ),
+        (
+            ["run", "--dicom", "{two}"],
+            "braincls: error: --labels: DICOM data needs a labels table (CSV); "
+            "see `braincls convert --help`",
+        ),
+        (
+            ["run", "--dicom", "{two}/missing", "--labels", "{two}/labels.csv"],
+            "braincls: error: --dicom: {two}/missing: DICOM folder not found",
+        ),
+        (
+            ["evaluate", "--model", "{two}", "--dicom", "{two}"],
+            "braincls: error: --labels: a labels table (CSV) is needed with --dicom",
+        ),
+        (
+            ["evaluate", "--model", "{two}", "--dicom", "{two}", "--labels", "{two}/none.csv"],
+            "braincls: error: --labels: {two}/none.csv: labels table not found",
+        ),
+        (
+            ["retrain", "X", "--labels", "{two}/none.csv"],
+            "braincls: error: --labels: {two}/none.csv: labels table not found",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:
     result = _braincls(*[a.replace("{two}", str(two_classes)) for a in args])
     assert result.returncode == 2
-    assert result.stderr.startswith(message), result.stderr
+    assert result.stderr.startswith(message.replace("{two}", str(two_classes))), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -66,3 +93,33 @@ def test_one_class_only_is_refused(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         f"braincls: error: {tmp_path}: needs at least two class folders (e.g. yes/ and no/), found yes"
     )
+
+
+def test_a_failed_stage_ends_the_command_with_its_message(
+    two_classes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline stage that fails ends `braincls run` with one line and exit code 1."""
+    from typer.testing import CliRunner
+
+    import flows.pipeline
+    from braincls.cli import app
+    from flows.failures import StageFailed
+
+    message = "validate failed: ValidationFailed: 3 blocking checks. What to do: fix the data"
+    calls: list[dict[str, object]] = []
+
+    def failing_pipeline(**parameters: object) -> None:
+        calls.append(parameters)
+        raise StageFailed(message)
+
+    monkeypatch.setattr(flows.pipeline, "pipeline", failing_pipeline)
+    for name in (
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "PREFECT_LOGGING_EXTRA_LOGGERS",
+        "DO_NOT_TRACK",
+    ):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after the test
+    result = CliRunner().invoke(app, ["run", "--images", str(two_classes)])
+    assert result.exit_code == 1
+    assert result.stderr == f"braincls: error: {message}\n"
+    assert [call["images_dir"] for call in calls] == [str(two_classes.resolve())]
