@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 from braincls.config import PipelineConfig
 from braincls.stages import ImportRecord
 from flows.failures import stage
+from tasks.common import HOUR
 from tasks.convert import convert_dicom
 from tasks.data import import_images, preprocess_images, split_dataset
 from tasks.evaluation import evaluate
@@ -98,7 +99,8 @@ def _convert_remote(
     return ImportRecord(**record), "Completed"
 
 
-@flow(name="braincls-pipeline", log_prints=True, timeout_seconds=6 * 3600)
+# Longer than the training task's own limit (10 h) plus the other stages.
+@flow(name="braincls-pipeline", log_prints=True, timeout_seconds=12 * HOUR)
 def pipeline(
     images_dir: str | None = None,
     data_root: str = "data",

@@ -13,9 +13,11 @@ from braincls.config import PipelineConfig, Settings
 from braincls.tcia.store import safe_component
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline
+from tasks.common import HOUR
 
 
-@flow(name="retrain", log_prints=True, timeout_seconds=24 * 3600)
+# Room for a long ingest and the pipeline's own 12 h limit.
+@flow(name="retrain", log_prints=True, timeout_seconds=36 * HOUR)
 def retrain_flow(
     collections: list[str],
     data_root: str = "data",

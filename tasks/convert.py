@@ -11,7 +11,7 @@ from braincls.config import ConvertConfig
 from braincls.dicom import SeriesResult, SeriesUnit, convert_series, pending_series
 from braincls.layout import DataLayout
 from braincls.stages import ImportRecord, convert_key, read_quarantine, run_convert
-from tasks.common import TRANSIENT_IO, content_key, retry_on
+from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 
 
 def _labels(path: str | None) -> Path | None:
@@ -27,7 +27,7 @@ def _labels(path: str | None) -> Path | None:
         "convert",
         lambda p: convert_key([Path(s) for s in p["sources"]], _labels(p["labels"]), p["config"]),
     ),
-    timeout_seconds=6 * 3600,
+    timeout_seconds=6 * HOUR,
     tags=["braincls", "data", "dicom"],
 )
 def convert_dicom(
@@ -60,7 +60,7 @@ def convert_dicom(
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
-    timeout_seconds=3600,
+    timeout_seconds=HOUR,
     tags=["braincls", "dicom"],
 )
 def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -> list[SeriesUnit]:

@@ -26,7 +26,7 @@ from braincls.tcia.ingest import (
     watch,
 )
 from braincls.tcia.records import SeriesRecord
-from tasks.common import MINUTE, retry_on
+from tasks.common import HOUR, MINUTE, retry_on
 
 #: Faults worth another try after the client's own retries gave up (a long outage).
 TRANSIENT_TCIA = (TciaServerError, TciaTimeoutError, TciaTransportError, OSError)
@@ -86,7 +86,7 @@ def download_series(
     retry_delay_seconds=[10, 60, 300],
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_on(*TRANSIENT_TCIA),
-    timeout_seconds=3600,
+    timeout_seconds=HOUR,
     tags=["braincls", "tcia"],
 )
 def check_for_new_series(
