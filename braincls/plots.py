@@ -195,23 +195,33 @@ def plot_roc_curve(
     axes.plot([0, 1], [0, 1], linestyle="--", color=_NEUTRAL_COLOUR, label="chance")
     if threshold is not None:
         sensitivity, false_rate, _ = _operating_point(labels, probabilities, threshold)
-        axes.plot(
-            [false_rate],
-            [sensitivity],
-            marker="o",
-            color="black",
-            linestyle="none",
-            label=f"threshold {threshold:.3f}",
-        )
-    axes.set_xlabel("1 - specificity (false positive rate)")
-    axes.set_ylabel("Sensitivity (true positive rate)")
-    axes.set_xlim(-0.01, 1.01)
-    axes.set_ylim(-0.01, 1.01)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+        _mark_threshold(axes, false_rate, sensitivity, threshold)
+    _finish_unit_square(
+        axes,
+        "1 - specificity (false positive rate)",
+        "Sensitivity (true positive rate)",
+        legend_loc="lower right",
+    )
     figure.suptitle("ROC curve")
     _subtitle(axes, subtitle)
     return _save(figure, out_path)
+
+
+def _mark_threshold(axes: Any, x: float, y: float, threshold: float) -> None:
+    """The operating point of the fixed decision threshold on a curve."""
+    axes.plot(
+        [x], [y], marker="o", color="black", linestyle="none", label=f"threshold {threshold:.3f}"
+    )
+
+
+def _finish_unit_square(axes: Any, xlabel: str, ylabel: str, *, legend_loc: str) -> None:
+    """Labels, limits, grid and legend of a curve plotted on [0, 1] x [0, 1]."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_xlim(-0.01, 1.01)
+    axes.set_ylim(-0.01, 1.01)
+    axes.grid(alpha=0.3)
+    axes.legend(loc=legend_loc, fontsize=8)
 
 
 def plot_pr_curve(
@@ -243,20 +253,8 @@ def plot_pr_curve(
     )
     if threshold is not None:
         sensitivity, _, ppv = _operating_point(labels, probabilities, threshold)
-        axes.plot(
-            [sensitivity],
-            [ppv],
-            marker="o",
-            color="black",
-            linestyle="none",
-            label=f"threshold {threshold:.3f}",
-        )
-    axes.set_xlabel("Recall (sensitivity)")
-    axes.set_ylabel("Precision (PPV)")
-    axes.set_xlim(-0.01, 1.01)
-    axes.set_ylim(-0.01, 1.01)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8)
+        _mark_threshold(axes, sensitivity, ppv, threshold)
+    _finish_unit_square(axes, "Recall (sensitivity)", "Precision (PPV)", legend_loc="lower left")
     figure.suptitle("Precision-recall curve")
     _subtitle(axes, subtitle)
     return _save(figure, out_path)
