@@ -33,12 +33,15 @@ from braincls.layout import DataLayout
 from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
 
 #: The seed project's way: stretched canvas, no intensity standardisation, no augmentation,
-#: plain Adam, fixed 15 epochs, no class weights, no early stopping.
+#: plain Adam at a constant rate in float32, fixed 15 epochs, no class weights, no early
+#: stopping.
 SEED_PREPROCESS = {"crop_to_head": False, "keep_aspect": False, "intensity": "none"}
 SEED_TRAIN = {
     "model": "seed_cnn",
     "dropout_rate": 0.5,
     "learning_rate": 1e-3,
+    "lr_schedule": "plateau",
+    "mixed_precision": "off",
     "weight_decay": 0.0,
     "class_weights": False,
     "early_stopping_patience": 0,
@@ -104,6 +107,10 @@ def main() -> None:
         "train_images_per_second": round(
             sum(n_train.values()) * model.epochs_run / train_seconds, 1
         ),
+        "precision_policy": json.loads(
+            (Path(model.model_path).parent / "train_record.json").read_text()
+        )["precision_policy"],
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "report": evaluation.report_html,
         "model_path": model.model_path,
     }

@@ -92,12 +92,15 @@ def build_compiled(model_name: str, image_size_px: int, augment: bool, seed: int
     import keras
 
     from braincls.config import AugmentConfig, TrainConfig
-    from braincls.train import build_for_training
+    from braincls.train import accelerators, build_for_training, precision_policy
 
     config = TrainConfig(  # type: ignore[arg-type]
         model=model_name, seed=seed, augment=AugmentConfig(enabled=augment)
     )
     keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(
+        precision_policy(config.mixed_precision, accelerators())
+    )
     model = build_for_training(config, image_size_px)
     return model
 
@@ -346,6 +349,7 @@ def run(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
         "keras_backend": keras.backend.backend(),
         "tensorflow_version": tf.__version__,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "precision_policy": keras.mixed_precision.global_policy().name,
         "cpu_count": os.cpu_count(),
         "data_seconds": info["data_seconds"],
         "bench_seconds": round(time.perf_counter() - started, 1),

@@ -170,7 +170,18 @@ class TrainConfig(_Section):
     )
     epochs: int = Field(default=30, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(default=32, ge=1, description="Mini-batch size.")
-    learning_rate: float = Field(default=2e-3, gt=0, description="Initial Adam learning rate.")
+    learning_rate: float = Field(
+        default=2e-3, gt=0, description="Peak AdamW learning rate (the constant one for 'plateau')."
+    )
+    lr_schedule: Literal["cosine", "plateau"] = Field(
+        default="cosine",
+        description=(
+            "'cosine': linear warm-up from a tenth of learning_rate over warmup_epochs, then "
+            "cosine decay to zero at the last epoch (per step; resumes where it stopped); "
+            "'plateau': constant learning_rate, halved after reduce_lr_patience epochs without a "
+            "validation AUC gain (the seed's constant rate with reduce_lr_patience=0)."
+        ),
+    )
     dropout_rate: float = Field(
         default=0.3, ge=0, lt=1, description="Dropout before the output layer."
     )
@@ -197,12 +208,20 @@ class TrainConfig(_Section):
     reduce_lr_patience: int = Field(
         default=3,
         ge=0,
-        description="Epochs without val AUC gain before halving the learning rate (0: never).",
+        description=(
+            "Epochs without val AUC gain before halving the learning rate, with "
+            "lr_schedule='plateau' (0: never)."
+        ),
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation.")
-    mixed_precision: Literal["auto", "on", "off"] = Field(
+    mixed_precision: Literal["auto", "on", "bfloat16", "off"] = Field(
         default="auto",
-        description="mixed_float16 on GPUs ('auto'), always ('on') or never ('off').",
+        description=(
+            "'auto': mixed_float16 on GPUs, mixed_bfloat16 on CPUs with AMX-BF16 when "
+            "TensorFlow's oneDNN kernels are on, float32 otherwise; 'on': always mixed_float16; "
+            "'bfloat16': always mixed_bfloat16; 'off': float32. The saved model is float32 "
+            "whatever the training precision."
+        ),
     )
 
 

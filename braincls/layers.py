@@ -41,7 +41,8 @@ class RandomGamma(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="braincls")
 class RandomBlur(layers.Layer):
-    """Blur a random share of the images with a 3x3 binomial kernel (lower-resolution scanners).
+    """Blur a random share of the images with a 3x3 binomial kernel (lower-resolution scanners),
+    edges replicated.
 
     Identity at inference.
     """
@@ -55,10 +56,12 @@ class RandomBlur(layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if not training or self.probability == 0:
             return inputs
-        kernel_1d = ops.convert_to_tensor([1.0, 2.0, 1.0])
-        kernel = ops.outer(kernel_1d, kernel_1d) / 16.0
-        kernel = ops.reshape(kernel, (3, 3, 1, 1))
-        blurred = ops.conv(inputs, ops.cast(kernel, inputs.dtype), strides=1, padding="same")
+        # Separable [1, 2, 1] / 4 along rows, then columns, edges replicated: three shifted
+        # sums per axis, several times cheaper on CPU than a one-channel 2-D convolution.
+        padded = ops.pad(inputs, [[0, 0], [1, 1], [0, 0], [0, 0]], mode="symmetric")
+        rows = (padded[:, :-2] + 2.0 * padded[:, 1:-1] + padded[:, 2:]) / 4.0
+        padded = ops.pad(rows, [[0, 0], [0, 0], [1, 1], [0, 0]], mode="symmetric")
+        blurred = (padded[:, :, :-2] + 2.0 * padded[:, :, 1:-1] + padded[:, :, 2:]) / 4.0
         batch = ops.shape(inputs)[0]
         chosen = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < self.probability
         return ops.where(chosen, blurred, inputs)

@@ -86,9 +86,68 @@ def accelerators() -> list[str]:
     return []
 
 
-def build_for_training(config: TrainConfig, image_size_px: int) -> Any:
-    """The model of ``config``, compiled as training compiles it (AdamW, binary cross-entropy,
-    accuracy and ROC AUC)."""
+def learning_rate(config: TrainConfig, steps_per_epoch: int | None) -> Any:
+    """The optimizer's learning rate: a float, or for ``lr_schedule='cosine'`` a per-step
+    schedule (linear warm-up from ``learning_rate / 10`` over ``warmup_epochs``, then cosine
+    decay to zero at the end of ``epochs``). Without ``steps_per_epoch`` (a model compiled for
+    anything but fitting) the constant rate."""
+    import keras
+
+    if config.lr_schedule != "cosine" or not steps_per_epoch:
+        return config.learning_rate
+    total = steps_per_epoch * config.epochs
+    warmup = min(steps_per_epoch * config.warmup_epochs, total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=total - warmup,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+    )
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX-BF16 tiles (Intel Sapphire Rapids and later; Linux only)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo.splitlines()
+    )
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow's oneDNN kernels are on (read by TensorFlow at import from
+    ``TF_ENABLE_ONEDNN_OPTS``; on by default on x86 Linux)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+
+
+def precision_policy(setting: str, gpus: list[str]) -> str:
+    """The Keras dtype policy for ``TrainConfig.mixed_precision`` on this machine.
+
+    bfloat16 pays only with oneDNN on a CPU with AMX (measured here: about 2x float32 with
+    oneDNN); without oneDNN, TensorFlow's bfloat16 convolutions are some 15x slower than float32.
+    """
+    import keras
+
+    if setting == "off":
+        return "float32"
+    if setting == "on":
+        return "mixed_float16"
+    if setting == "bfloat16":
+        return "mixed_bfloat16"
+    if gpus:
+        return "mixed_float16"
+    if keras.backend.backend() == "tensorflow" and onednn_enabled() and cpu_has_amx_bf16():
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def build_for_training(
+    config: TrainConfig, image_size_px: int, steps_per_epoch: int | None = None
+) -> Any:
+    """The model of ``config``, compiled as training compiles it (AdamW with the configured
+    learning-rate schedule, binary cross-entropy, accuracy and ROC AUC)."""
     import keras
 
     from braincls.model import build_model
@@ -103,7 +162,7 @@ def build_for_training(config: TrainConfig, image_size_px: int) -> Any:
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            learning_rate=config.learning_rate, weight_decay=config.weight_decay
+            learning_rate=learning_rate(config, steps_per_epoch), weight_decay=config.weight_decay
         ),
         loss="binary_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
@@ -151,10 +210,8 @@ def train_model(
         raise TrainingError("the train split holds one class only")
     set_seeds(config.seed)
     gpus = accelerators()
-    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
+    policy = precision_policy(config.mixed_precision, gpus)
+    keras.mixed_precision.set_global_policy(policy)
     weights = class_weights(train_labels) if config.class_weights else None
     backend = keras.backend.backend()
 
@@ -173,8 +230,10 @@ def train_model(
     train_data = inputs(train_paths, train_labels, shuffle=True)
     val_data = inputs(val_paths, val_labels, shuffle=False)
 
+    steps_per_epoch = -(-len(train_paths) // config.batch_size)
+
     def build_and_compile() -> Any:
-        return build_for_training(config, image_size_px)
+        return build_for_training(config, image_size_px, steps_per_epoch)
 
     if backend == "tensorflow" and len(gpus) > 1:
         import tensorflow as tf
@@ -215,9 +274,13 @@ def train_model(
         """Keeps the history of every finished epoch on disk, across resumed calls."""
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            for key, value in (logs or {}).items():
+            logs = logs if logs is not None else {}
+            # The rate at the end of the epoch (a schedule's value at the current step).
+            logs["learning_rate"] = self.model.optimizer.learning_rate
+            for key, value in logs.items():
                 if key == "learning_rate":
                     value = float(keras.ops.convert_to_numpy(value))
+                    logs[key] = value
                 previous.setdefault(key, [])
                 del previous[key][epoch:]
                 previous[key].append(float(value))
@@ -247,7 +310,7 @@ def train_model(
                 start_from_epoch=warmup,
             )
         )
-    if config.reduce_lr_patience:
+    if config.lr_schedule == "plateau" and config.reduce_lr_patience:
         callbacks.append(
             after_warmup(keras.callbacks.ReduceLROnPlateau)(
                 monitor="val_auc", mode="max", factor=0.5, patience=config.reduce_lr_patience
@@ -287,11 +350,20 @@ def train_model(
         "best_epoch": best_epoch,
         "train_seconds_last_call": round(seconds, 3),
         "accelerators": gpus,
-        "precision_policy": keras.mixed_precision.global_policy().name,
+        "precision_policy": policy,
         "braincls_version": __version__,
         "keras_version": keras.__version__,
         "keras_backend": backend,
     }
+    if policy != "float32":
+        # Saved in float32, so that evaluation and prediction on any machine (a CPU without
+        # oneDNN runs bfloat16 convolutions very slowly) use full precision; mixed-precision
+        # variables are float32 already, so the weights carry over unchanged.
+        keras.mixed_precision.set_global_policy("float32")
+        trained = model
+        model = build_for_training(config, image_size_px)
+        model.set_weights(trained.get_weights())
+        model.optimizer.build(model.trainable_variables)  # so the model loads without warnings
     model_dir = Path(model_dir)
     with atomic_dir(model_dir) as tmp:
         model.save(tmp / MODEL_FILE)

@@ -10,8 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from braincls import train as train_module
 from braincls.config import AugmentConfig, TrainConfig
-from braincls.train import MODEL_FILE, class_weights, train_model
+from braincls.train import (
+    MODEL_FILE,
+    class_weights,
+    learning_rate,
+    precision_policy,
+    train_model,
+)
 
 SIZE = 32
 
@@ -68,6 +75,46 @@ def test_class_weights_balance_classes() -> None:
     assert class_weights([0, 1, 0, 1]) == {0: 1.0, 1: 1.0}
 
 
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    config = _config(epochs=5, warmup_epochs=1, learning_rate=2e-3)
+    schedule = learning_rate(config, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(2e-4)
+    assert float(schedule(5)) == pytest.approx(1.1e-3)
+    assert float(schedule(10)) == pytest.approx(2e-3)
+    assert float(schedule(30)) == pytest.approx(1e-3)  # half-way through the decay
+    assert float(schedule(50)) == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(config, steps_per_epoch=None) == 2e-3
+    assert learning_rate(config.model_copy(update={"lr_schedule": "plateau"}), 10) == 2e-3
+
+
+def test_precision_policy_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert precision_policy("auto", ["/physical_device:GPU:0"]) == "mixed_float16"
+    assert precision_policy("off", ["/physical_device:GPU:0"]) == "float32"
+    assert precision_policy("on", []) == "mixed_float16"
+    assert precision_policy("bfloat16", []) == "mixed_bfloat16"
+    monkeypatch.setattr(train_module, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert precision_policy("auto", []) == "float32"  # bfloat16 without oneDNN is very slow
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert precision_policy("auto", []) == "mixed_bfloat16"
+    monkeypatch.setattr(train_module, "cpu_has_amx_bf16", lambda: False)
+    assert precision_policy("auto", []) == "float32"
+
+
+def test_mixed_precision_training_saves_a_float32_model(
+    tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    import keras
+
+    root, frame = tiny_dataset
+    result = _train(root, frame, tmp_path, _config(epochs=1, mixed_precision="bfloat16"))
+    assert json.loads(result.record_path.read_text())["precision_policy"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.models.load_model(result.model_path)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert model.predict(np.zeros((1, SIZE, SIZE, 1)), verbose=0).dtype == np.float32
+
+
 def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
     root, frame = tiny_dataset
     result = _train(root, frame, tmp_path, _config(epochs=6))
@@ -118,5 +165,9 @@ def test_crash_leaves_no_model_and_retry_resumes(
     )
     assert seen_retry == [3, 4]  # resumed after the last finished epoch, not from epoch 1
     assert result.epochs_run == 4
+    # The cosine schedule resumed at the restored optimizer step, not at step 0: 4 steps/epoch.
+    schedule = learning_rate(_config(epochs=4), steps_per_epoch=4)
+    expected = [float(schedule(step)) for step in (4, 8, 12, 16)]
+    assert result.history["learning_rate"] == pytest.approx(expected, rel=1e-5)
     assert len(result.history["val_auc"]) == 4
     assert (tmp_path / "model" / MODEL_FILE).is_file()
