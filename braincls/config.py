@@ -214,6 +214,14 @@ class TrainConfig(_Section):
         ),
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Augmentation.")
+    test_time_flip: bool = Field(
+        default=True,
+        description=(
+            "Save a model that averages P(positive) over the image and its left-right mirror "
+            "(test-time augmentation, built into model.keras, so evaluation, the threshold and "
+            "prediction all use it)."
+        ),
+    )
     mixed_precision: Literal["auto", "on", "bfloat16", "off"] = Field(
         default="auto",
         description=(

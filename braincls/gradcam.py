@@ -33,11 +33,16 @@ def find_last_conv_layer(model: keras.Model) -> str:
     That is the last of the model's own layers (in graph order) whose output is 4-D
     (N, H, W, C): the last convolution or its activation in a plain CNN, the last block's output
     in a residual network. When that layer is a pooling layer, its input layer is taken instead,
-    which has the same channels at a finer resolution. Layers of a nested model (a backbone
-    used as one layer) are not searched; pass ``layer_name`` to :func:`gradcam_heatmaps` then.
+    which has the same channels at a finer resolution. A flip-averaged model
+    (:func:`braincls.model.with_test_time_flip`) is searched through its unmirrored view; layers
+    of other nested models (a backbone used as one layer) are not searched: pass ``layer_name``
+    to :func:`gradcam_heatmaps` then.
     """
     import keras
 
+    from braincls.model import single_view
+
+    model = single_view(model)
     chosen = None
     for layer in model.layers:
         if isinstance(layer, keras.Model | keras.layers.InputLayer):
@@ -111,8 +116,11 @@ def gradcam_heatmaps(
         )
     import tensorflow as tf
 
+    from braincls.model import single_view
+
     if batch_size < 1:
         raise GradcamError(f"batch_size must be at least 1, got {batch_size}")
+    model = single_view(model)  # a flip-averaged model is explained through its unmirrored view
     name = layer_name or find_last_conv_layer(model)
     try:
         feature_layer = model.get_layer(name)

@@ -68,3 +68,12 @@ class RandomBlur(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "probability": self.probability, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="braincls")
+class MirrorLeftRight(layers.Layer):
+    """The left-right mirror image (always, in training and at inference): the second view of
+    test-time flip averaging."""
+
+    def call(self, inputs: Any) -> Any:
+        return ops.flip(inputs, axis=2)

@@ -364,6 +364,10 @@ def train_model(
         model = build_for_training(config, image_size_px)
         model.set_weights(trained.get_weights())
         model.optimizer.build(model.trainable_variables)  # so the model loads without warnings
+    if config.test_time_flip:
+        from braincls.model import with_test_time_flip
+
+        model = with_test_time_flip(model)
     model_dir = Path(model_dir)
     with atomic_dir(model_dir) as tmp:
         model.save(tmp / MODEL_FILE)

@@ -138,3 +138,29 @@ def test_explained_examples_draw_a_grid(trained_model: keras.Model, tmp_path: Pa
     assert heatmap.shape == image.shape == (SIDE_PX, SIDE_PX)
     path = plot_gradcam_grid(rows, tmp_path / "gradcam.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_flip_averaged_model_is_explained_through_its_unmirrored_view(
+    trained_model: keras.Model, tmp_path: Path
+) -> None:
+    from braincls.evaluate import load_model
+    from braincls.model import single_view, with_test_time_flip
+
+    averaged = with_test_time_flip(trained_model)
+    averaged.save(tmp_path / "averaged.keras")
+    loaded = load_model(tmp_path / "averaged.keras")
+    images, _ = _images(8, seed=5)
+    batch = images[..., None].astype(np.float32)
+    plain = trained_model.predict(batch, verbose=0)
+    mirrored = trained_model.predict(batch[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), (plain + mirrored) / 2, atol=1e-6)
+    # Mirror-invariant: the image and its mirror get the same probability.
+    np.testing.assert_allclose(
+        loaded.predict(batch[:, :, ::-1], verbose=0), loaded.predict(batch, verbose=0), atol=1e-6
+    )
+    assert single_view(loaded).name == "tiny_cnn"
+    assert single_view(trained_model) is trained_model
+    assert find_last_conv_layer(loaded) == "conv_2"
+    np.testing.assert_allclose(
+        gradcam_heatmaps(loaded, images[:3]), gradcam_heatmaps(trained_model, images[:3]), atol=1e-5
+    )

@@ -125,6 +125,17 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     assert record["epochs_run"] == 6
     assert record["class_weights"] == {"0": 1.0, "1": 1.0}
     assert record["precision_policy"] == "float32"
+    assert record["config"]["test_time_flip"] is True
+    from braincls.evaluate import load_model
+    from braincls.model import MIRROR_LAYER, single_view
+
+    saved = load_model(result.model_path)
+    assert MIRROR_LAYER in {layer.name for layer in saved.layers}
+    assert single_view(saved).name == "braincls_resnet"
+    image = np.asarray(cv2.imread(str(root / frame.image_path[1]), cv2.IMREAD_GRAYSCALE))
+    both = np.stack([image, image[:, ::-1]])[..., None].astype(np.float32)
+    p_image, p_mirror = saved.predict(both, verbose=0)[:, 0]
+    assert p_image == pytest.approx(p_mirror, abs=1e-6)
     assert (tmp_path / "model" / MODEL_FILE).is_file()
 
 
