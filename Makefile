@@ -16,8 +16,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_LOGGING_EXTRA_LOGGERS := braincls
 export TF_CPP_MIN_LOG_LEVEL := 2
-# oneDNN kernels of TensorFlow 2.21 corrupt the heap when training braincls_resnet on CPU (see README).
-export TF_ENABLE_ONEDNN_OPTS ?= 0
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export UV_PYTHON_DOWNLOADS ?= never
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README: oneDNN heap corruption
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from braincls.config import (

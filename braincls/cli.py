@@ -75,9 +75,6 @@ def _quiet_defaults() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "braincls")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # TensorFlow 2.21's oneDNN kernels corrupted the heap (glibc abort) in 2 of 3 CPU training
-    # runs of braincls_resnet here; with them off training is stable and about 1.6x slower.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     # The temporary API server needs more than Prefect's 20 s default on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 

@@ -317,15 +317,19 @@ def train_model(
             )
         )
     started = time.perf_counter()
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        shuffle=False,  # the input pipeline shuffles (seeded) itself
-        verbose=0,
-    )
+    try:
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=config.epochs,
+            class_weight=weights,
+            callbacks=callbacks,
+            shuffle=False,  # the input pipeline shuffles (seeded) itself
+            verbose=0,
+        )
+    except BaseException:
+        keras.mixed_precision.set_global_policy("float32")  # models built later are float32
+        raise
     seconds = time.perf_counter() - started
     if best_path.is_file():
         model.load_weights(best_path)

@@ -18,7 +18,6 @@ os.environ.setdefault("KERAS_HOME", str(_HOME / "keras"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README: oneDNN heap corruption
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "braincls")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,7 +105,6 @@ def test_precision_policy_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -
 def test_mixed_precision_training_saves_a_float32_model(
     tiny_dataset: tuple[Path, pd.DataFrame], tmp_path: Path
 ) -> None:
-    import keras
 
     root, frame = tiny_dataset
     result = _train(root, frame, tmp_path, _config(epochs=1, mixed_precision="bfloat16"))
@@ -124,7 +124,9 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     assert record["model"] == "braincls_resnet"
     assert record["epochs_run"] == 6
     assert record["class_weights"] == {"0": 1.0, "1": 1.0}
-    assert record["precision_policy"] == "float32"
+    # bfloat16 on a CPU with AMX when oneDNN is on (TensorFlow's default), float32 otherwise.
+    fast_bfloat16 = train_module.onednn_enabled() and train_module.cpu_has_amx_bf16()
+    assert record["precision_policy"] == ("mixed_bfloat16" if fast_bfloat16 else "float32")
     assert record["config"]["test_time_flip"] is True
     from braincls.evaluate import load_model
     from braincls.model import MIRROR_LAYER, single_view
@@ -167,6 +169,7 @@ def test_crash_leaves_no_model_and_retry_resumes(
     with pytest.raises(RuntimeError, match="worker lost"):
         _train(root, frame, tmp_path, _config(epochs=4), crash_after_two)
     assert seen_first == [1, 2]
+    assert keras.mixed_precision.global_policy().name == "float32"
     assert not (tmp_path / "model").exists()
     assert not list(tmp_path.glob("**/*.keras"))
 

@@ -138,7 +138,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         DO_NOT_TRACK="1",
         PREFECT_LOGGING_EXTRA_LOGGERS="braincls",
         PREFECT_WORKER_QUERY_SECONDS="2",
-        TF_ENABLE_ONEDNN_OPTS="0",
         TF_CPP_MIN_LOG_LEVEL="2",
         BRAINCLS_PROJECT_ROOT=str(PROJECT_ROOT),
     )
