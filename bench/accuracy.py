@@ -51,17 +51,24 @@ def main() -> None:
     parser.add_argument(
         "--name", default="accuracy", help="results file name: bench/results/<name>.json"
     )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="keep the data root (models, reports) here instead of a temporary folder",
+    )
     args = parser.parse_args()
     configurations = [("seed", "grouped", args.seed_epochs), ("braincls", "grouped", args.epochs)]
     if args.also_random:
         configurations.append(("seed", "random", args.seed_epochs))
     rows = []
     with tempfile.TemporaryDirectory(prefix="braincls-bench-") as tmp:
+        data_root = args.data_root or Path(tmp) / "data"
         for profile, split, epochs in configurations:
             extra = ["--profile", profile, "--split", split, "--seed", str(args.seed)]
             if epochs:
                 extra += ["--epochs", str(epochs)]
-            rows.append(run(args.images, Path(tmp) / "data", *extra))
+            rows.append(run(args.images, data_root, *extra))
             print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(rows, indent=2))
