@@ -276,11 +276,10 @@ def train_model(
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs if logs is not None else {}
             # The rate at the end of the epoch (a schedule's value at the current step).
-            logs["learning_rate"] = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
             for key, value in logs.items():
-                if key == "learning_rate":
-                    value = float(keras.ops.convert_to_numpy(value))
-                    logs[key] = value
                 previous.setdefault(key, [])
                 del previous[key][epoch:]
                 previous[key].append(float(value))
@@ -327,9 +326,8 @@ def train_model(
             shuffle=False,  # the input pipeline shuffles (seeded) itself
             verbose=0,
         )
-    except BaseException:
+    finally:
         keras.mixed_precision.set_global_policy("float32")  # models built later are float32
-        raise
     seconds = time.perf_counter() - started
     if best_path.is_file():
         model.load_weights(best_path)
@@ -363,7 +361,6 @@ def train_model(
         # Saved in float32, so that evaluation and prediction on any machine (a CPU without
         # oneDNN runs bfloat16 convolutions very slowly) use full precision; mixed-precision
         # variables are float32 already, so the weights carry over unchanged.
-        keras.mixed_precision.set_global_policy("float32")
         trained = model
         model = build_for_training(config, image_size_px)
         model.set_weights(trained.get_weights())
