@@ -30,6 +30,7 @@ from braincls.config import (
 )
 from braincls.layout import DataLayout
 from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
+from braincls.train import RECORD_FILE
 
 #: The seed project's way: stretched canvas, no intensity standardisation, no augmentation,
 #: plain Adam at a constant rate in float32, fixed 15 epochs, no class weights, no early
@@ -106,9 +107,9 @@ def main() -> None:
         "train_images_per_second": round(
             sum(n_train.values()) * model.epochs_run / train_seconds, 1
         ),
-        "precision_policy": json.loads(
-            (Path(model.model_path).parent / "train_record.json").read_text()
-        )["precision_policy"],
+        "precision_policy": json.loads((Path(model.model_dir) / RECORD_FILE).read_text())[
+            "precision_policy"
+        ],
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "report": evaluation.report_html,
         "model_path": model.model_path,
