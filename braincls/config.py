@@ -71,6 +71,111 @@ class ImportConfig(_Section):
     )
 
 
+class LabelRuleConfig(_Section):
+    """How a tumour segmentation labels a slice (DICOM SEG, RTSTRUCT or a NIfTI mask).
+
+    A slice is tumour (``yes``) when the selected segments cover at least
+    ``min_tumour_area_mm2`` on it, tumour-free (``no``) when they cover nothing and the brain
+    (the image's foreground) covers at least ``min_brain_area_mm2``, and set aside in between
+    (``ambiguous_tumour_area``: thin slivers at the top and bottom of a tumour) or when there is
+    too little brain (``no_brain``). Areas are in mm², so the rule does not depend on
+    pixel spacing. A labels table, where it labels an image, overrides the rule.
+    """
+
+    min_tumour_area_mm2: float = Field(
+        default=100.0,
+        ge=0,
+        description=(
+            "Smallest segmented area (mm²) that makes a slice 'yes'. 100 mm² is about "
+            "28 pixels of a 240 mm field of view at the default 128 px model input: smaller "
+            "slivers are set aside as ambiguous rather than called either class."
+        ),
+    )
+    min_brain_area_mm2: float = Field(
+        default=2000.0,
+        ge=0,
+        description=(
+            "Smallest foreground (brain or head) area (mm²) of a tumour-free slice; "
+            "emptier slices are set aside as 'no_brain'."
+        ),
+    )
+    segments: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Segments that count as tumour, by segment number or label value (e.g. '4' for "
+            "BraTS enhancing tumour) or by segment label (case-insensitive, e.g. 'Enhancing "
+            "tumor'); empty: every segment."
+        ),
+    )
+    propagate_to_coregistered: bool = Field(
+        default=True,
+        description=(
+            "Give a segmentation's slice labels to the other series of the same patient that "
+            "share its Frame of Reference and exactly its slice geometry (same orientation, "
+            "positions, pixel spacing, rows and columns)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_segments(self) -> LabelRuleConfig:
+        blank = [value for value in self.segments if not str(value).strip()]
+        if blank:
+            raise ValueError("segments: segment numbers or labels must not be empty")
+        return self
+
+
+class VolumesConfig(_Section):
+    """Co-registered volumes with segmentation masks (NIfTI), e.g. BraTS.
+
+    ``image_pattern`` and ``mask_pattern`` are paths relative to the source folder with the
+    placeholders ``{case}`` and (image only) ``{sequence}``; every case whose mask matches is
+    read. The BraTS layout works out of the box.
+    """
+
+    image_pattern: str = Field(
+        default="{case}/{case}_{sequence}.nii.gz",
+        description="Image volume of a case and sequence, relative to the source folder.",
+    )
+    mask_pattern: str = Field(
+        default="{case}/{case}_seg.nii.gz",
+        description="Segmentation mask of a case (label values), relative to the source folder.",
+    )
+    sequences: tuple[str, ...] = Field(
+        default=("flair",),
+        min_length=1,
+        description=(
+            "Sequences read per case (the {sequence} values), each slice its own image; a "
+            "patient's sequences stay on one side of the split."
+        ),
+    )
+    plane: Literal["axial", "coronal", "sagittal"] = Field(
+        default="axial",
+        description="Slicing plane; slices come out as a radiologist displays them.",
+    )
+    image_size_px: int = Field(
+        default=256,
+        ge=8,
+        le=4096,
+        description="Side of the square 8-bit PNG written for every slice (padded, never stretched).",
+    )
+    percentile_low: float = Field(
+        default=0.5, ge=0, lt=100, description="Percentile of a volume's brain mapped to black."
+    )
+    percentile_high: float = Field(
+        default=99.5, gt=0, le=100, description="Percentile of a volume's brain mapped to white."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VolumesConfig:
+        if "{case}" not in self.image_pattern or "{sequence}" not in self.image_pattern:
+            raise ValueError("image_pattern needs both {case} and {sequence}")
+        if "{case}" not in self.mask_pattern:
+            raise ValueError("mask_pattern needs {case}")
+        if self.percentile_low >= self.percentile_high:
+            raise ValueError("percentile_low must be below percentile_high")
+        return self
+
+
 class SplitConfig(_Section):
     """How groups are assigned to train / validation / test."""
 
@@ -544,6 +649,12 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     importing: ImportConfig = Field(default_factory=ImportConfig, description="Image import.")
+    labels: LabelRuleConfig = Field(
+        default_factory=LabelRuleConfig, description="Slice labels from segmentations."
+    )
+    volumes: VolumesConfig = Field(
+        default_factory=VolumesConfig, description="NIfTI volumes with masks."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig, description="Data split.")
     preprocess: PreprocessConfig = Field(
         default_factory=PreprocessConfig, description="Preprocessing."
