@@ -4,7 +4,7 @@ Builds a corpus of real MR instances (the 200 files of ``../shared/data/dicom`` 
 ``--copies`` times, each copy with its own Patient ID, UIDs and series numbers, so nothing is a
 duplicate), then, each in a fresh process on the same files:
 
-- ``braincls-1`` / ``braincls-N``: :func:`braincls.dicom.convert_tree` with 1 and N workers
+- ``braincls-1`` / ``braincls-N``: :func:`braincls.convert.convert_tree` with 1 and N workers
   (discovery with MD5 and header, conversion, manifests), empty output root;
 - ``braincls-rerun``: the same call again (every series cached);
 - ``floor-1`` / ``floor-N``: ``pydicom.dcmread`` + ``pixel_array`` + one ``cv2.imencode`` PNG
@@ -84,7 +84,7 @@ def build_corpus(root: Path, copies: int) -> int:
 
 def _run_braincls(src: Path, out: Path, workers: int) -> int:
     from braincls.config import ConvertConfig
-    from braincls.dicom import LabelTable, convert_tree
+    from braincls.convert import LabelTable, convert_tree
 
     labels = LabelTable(by_collection={"*": "unknown"})
     result = convert_tree(src, out, ConvertConfig(), labels, workers=workers)
@@ -139,7 +139,7 @@ def _measure_child(mode: str, src: Path, out: Path, workers: int) -> None:
     parent reports the whole process time beside it.
     """
     if mode == "braincls":
-        import braincls.dicom.tree  # noqa: F401
+        import braincls.convert.tree  # noqa: F401
     import cv2  # noqa: F401
     import pydicom  # noqa: F401
 

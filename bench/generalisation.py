@@ -10,7 +10,7 @@ training data's validation split (never tuned on the external data):
 a. ``braincls_resnet`` trained on Br35H's grouped split (default preprocessing, augmentation),
    evaluated on its own test split: the in-source reference.
 b. The same model on the two real DICOM series, converted with
-   :func:`braincls.dicom.convert_tree` (labels: patient PGBM-001 of Brain-Tumor-Progression is
+   :func:`braincls.convert.convert_tree` (labels: patient PGBM-001 of Brain-Tumor-Progression is
    ``yes``, the healthy volunteer ``no``: Br35H's class names, so label indices agree) and
    prepared with the preprocessing saved with the model, as ``braincls evaluate`` does. The
    tumor label is the patient's, applied to every slice: not every slice shows the tumor, so
@@ -21,8 +21,8 @@ c. A held-out-by-source split inside Br35H: images of a source characteristic (t
    held-out image that lack the characteristic are dropped, so no copy of a held-out image is
    trained on. A second model trains on the grouped split of the rest; each held-out part is
    reported on its own.
-d. Model (a) on a synthetic phantom set (:func:`braincls.phantom.generate_image_set`) through
-   :func:`braincls.evaluate.evaluate_external`.
+d. Model (a) on a synthetic phantom set (:func:`devkit.phantom.generate_image_set`) through
+   :func:`braincls.evaluate.evaluation.evaluate_external`.
 
 ``--model-dir`` evaluates a model trained before on the same grouped split (checked by the
 dataset manifest's hash) for parts a, b and d instead of training one. Few epochs leave the
@@ -58,9 +58,9 @@ from braincls.config import (
     SplitConfig,
     TrainConfig,
 )
-from braincls.hashing import sha256_file
-from braincls.layout import DataLayout
-from braincls.manifest import SPLIT_COLUMN
+from braincls.common.hashing import sha256_file
+from braincls.common.layout import DataLayout
+from braincls.common.tables import SPLIT_COLUMN
 from braincls.stages import (
     DatasetRecord,
     ImportRecord,
@@ -135,7 +135,7 @@ def subset_metrics(
 
 def predict(model_path: Path, image_paths: list[str], image_size_px: int) -> np.ndarray:
     """P(tumor) per stored image, through the library's evaluation helpers."""
-    from braincls.evaluate import load_images, load_model, predict_probabilities
+    from braincls.evaluate.evaluation import load_images, load_model, predict_probabilities
 
     model = load_model(model_path)
     return predict_probabilities(model, load_images(image_paths, image_size_px))
@@ -175,7 +175,7 @@ def adopt_model(model_dir: Path, dataset: DatasetRecord, layout: DataLayout) -> 
     been trained on exactly this dataset (same dataset manifest hash)."""
     import shutil
 
-    from braincls.train import MODEL_FILE, RECORD_FILE
+    from braincls.train.fit import MODEL_FILE, RECORD_FILE
 
     record = json.loads((model_dir / RECORD_FILE).read_text())
     if record["manifest_sha256"] != dataset.manifest_sha256:
@@ -227,9 +227,9 @@ def holdout_split(
 ) -> tuple[SplitRecord, dict[str, Any]]:
     """Split record of part (c): held-out rows get split ``heldout``; their untagged
     near-duplicates are dropped; the rest is split by group as usual."""
-    from braincls.atomic import write_parquet
-    from braincls.data import split_manifest
-    from braincls.manifest import read_manifest
+    from braincls.common.atomic import write_parquet
+    from braincls.data.images import split_manifest
+    from braincls.common.tables import read_manifest
 
     manifest = read_manifest(Path(imported.manifest_path))
     masks = br35h_characteristics(manifest, large_px)
@@ -269,7 +269,7 @@ def holdout_split(
 def convert_dicom(dicom_dir: Path, layout: DataLayout, tmp: Path) -> pd.DataFrame:
     """The real DICOM series as an images manifest labelled 'yes' / 'no'."""
     from braincls.config import ConvertConfig
-    from braincls.dicom import convert_tree, load_labels
+    from braincls.convert import convert_tree, load_labels
 
     labels_path = tmp / "dicom-labels.csv"
     labels_path.write_text(DICOM_LABELS_CSV)
@@ -289,7 +289,7 @@ def evaluate_frame(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Prepare ``frame``'s source images with the model's preprocessing, predict, and report
     per value of column ``by`` and over all rows."""
-    from braincls.preprocess import preprocess_manifest
+    from braincls.data.preprocess import preprocess_manifest
 
     threshold, preprocess = model_threshold_and_preprocess(model)
     frame = frame.copy()
@@ -512,8 +512,8 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path) -> dict[str, Any]:
         }
 
     if "d" in parts:
-        from braincls.evaluate import evaluate_external
-        from braincls.phantom import generate_image_set
+        from braincls.evaluate.evaluation import evaluate_external
+        from devkit.phantom import generate_image_set
 
         phantom_dir = tmp / "phantom"
         generate_image_set(phantom_dir, n_images=args.phantom_images, seed=args.seed)

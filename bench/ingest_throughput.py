@@ -3,7 +3,7 @@
 Builds (or takes) a synthetic MR collection of at least 2,000 instances, serves it with the
 local NBIA server in a separate process, then in the same run:
 
-1. ingests it with :mod:`braincls.tcia` (2 concurrent downloads, full verification, atomic
+1. ingests it with :mod:`braincls.ingest` (2 concurrent downloads, full verification, atomic
    placement, verification records);
 2. downloads it with a naive sequential loop (plain httpx ``getImage`` + unzip, no checks);
 3. adds 10% new series, reloads the server and ingests again (only the new series move);
@@ -31,8 +31,8 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from braincls.nbia.testing import write_synthetic_collection  # noqa: E402
-from braincls.tcia import NbiaClient, ingest_collection  # noqa: E402
+from devkit.nbia.synthetic import write_synthetic_collection  # noqa: E402
+from braincls.ingest import NbiaClient, ingest_collection  # noqa: E402
 
 COLLECTION = "Bench-MR"
 SERIES_PER_PATIENT = 2
@@ -41,7 +41,7 @@ SERIES_PER_PATIENT = 2
 def start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
     """The local NBIA server in its own process (so that it does not share our GIL)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "braincls.nbia.server", "--root", str(root)],
+        [sys.executable, "-m", "devkit.nbia.server", "--root", str(root)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

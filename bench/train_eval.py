@@ -28,9 +28,9 @@ from braincls.config import (
     SplitConfig,
     TrainConfig,
 )
-from braincls.layout import DataLayout
+from braincls.common.layout import DataLayout
 from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
-from braincls.train import RECORD_FILE
+from braincls.train.fit import RECORD_FILE
 
 #: The seed project's way: stretched canvas, no intensity standardisation, no augmentation,
 #: plain Adam at a constant rate in float32, fixed 15 epochs, no class weights, no early

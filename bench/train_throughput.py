@@ -3,10 +3,10 @@
     .venv/bin/python bench/train_throughput.py [--images ../shared/data/br35h] [--epochs 3]
 
 Both pipelines feed the same model (``braincls_resnet`` by default, 128 px, built and compiled
-as :func:`braincls.train.train_model` does, augmentation layers included) with the same batch
+as :func:`braincls.train.fit.train_model` does, augmentation layers included) with the same batch
 size and the same number of steps per epoch, in one process:
 
-- ``braincls``: :func:`braincls.inputs.make_dataset` over the stored (preprocessed) 128 px PNGs
+- ``braincls``: :func:`braincls.train.inputs.make_dataset` over the stored (preprocessed) 128 px PNGs
   of the grouped split's train part, exactly as training builds it (decode once, cache uint8,
   shuffle, batch, cast, prefetch 2). One epoch is one full pass over the train split, so the
   cache is complete after the first epoch.
@@ -64,7 +64,7 @@ def prepare_train_split(
     """Stored PNG paths and labels of the grouped split's train part (import, split, preprocess
     through the library's stages; cached in ``data_root``)."""
     from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
-    from braincls.layout import DataLayout
+    from braincls.common.layout import DataLayout
     from braincls.stages import read_dataset, run_import, run_preprocess, run_split
 
     layout = DataLayout(data_root.resolve())
@@ -87,11 +87,11 @@ def prepare_train_split(
 
 
 def build_compiled(model_name: str, image_size_px: int, augment: bool, seed: int) -> Any:
-    """The model as :func:`braincls.train.train_model` builds and compiles it."""
+    """The model as :func:`braincls.train.fit.train_model` builds and compiles it."""
     import keras
 
     from braincls.config import AugmentConfig, TrainConfig
-    from braincls.train import accelerators, build_for_training, precision_policy
+    from braincls.train.fit import accelerators, build_for_training, precision_policy
 
     config = TrainConfig(  # type: ignore[arg-type]
         model=model_name, seed=seed, augment=AugmentConfig(enabled=augment)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from braincls.inputs import make_dataset
+    from braincls.train.inputs import make_dataset
 
     paths, labels, info = prepare_train_split(
         args.images, data_root, args.image_size, args.seed, args.limit_images

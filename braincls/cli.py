@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 import typer
 
 if TYPE_CHECKING:
-    from braincls.registry import ModelRegistry, ModelVersion
+    from braincls.registry.store import ModelRegistry, ModelVersion
 
 app = typer.Typer(
     name="braincls",
@@ -122,8 +122,8 @@ def run(
     from pydantic import ValidationError
 
     from braincls.config import PipelineConfig
-    from braincls.data import ImportError_, class_folders
-    from braincls.model import MODEL_NAMES
+    from braincls.data.images import ImportError_, class_folders
+    from braincls.model.factory import MODEL_NAMES
 
     if (images is None) == (not dicom):
         fail("give either --images (an image folder) or --dicom (DICOM folders), not both")
@@ -194,7 +194,7 @@ def phantom(
     ] = "BRAINCLS-PHANTOM",
 ) -> None:
     """Generate synthetic brain MR slices (class-per-folder PNGs, or DICOM with --dicom)."""
-    from braincls import phantom as phantom_module
+    import devkit.phantom as phantom_module
 
     if n < 2:
         fail("--n: at least 2 images are needed (one per class)")
@@ -220,8 +220,8 @@ def convert(
 ) -> None:
     """Convert DICOM to training images; print the images manifest and quarantine table paths."""
     from braincls.config import ConvertConfig
-    from braincls.dicom import ConversionError, convert_tree, load_labels
-    from braincls.dicom.labels import LabelsError
+    from braincls.convert import ConversionError, convert_tree, load_labels
+    from braincls.convert.labels import LabelsError
 
     if not src_dir.is_dir():
         fail(f"{src_dir}: DICOM folder not found")
@@ -258,7 +258,7 @@ def validate(
     from datetime import UTC, datetime
 
     from braincls.config import ValidateConfig
-    from braincls.layout import DataLayout
+    from braincls.common.layout import DataLayout
     from braincls.stages import DatasetRecord, run_validate
 
     layout = DataLayout(_data_root(data_root))
@@ -308,8 +308,8 @@ def evaluate(
     """External validation: evaluate a saved model on any labelled image folder or DICOM."""
     from datetime import UTC, datetime
 
-    from braincls.data import ImportError_, class_folders
-    from braincls.evaluate import EvaluationError, evaluate_external
+    from braincls.data.images import ImportError_, class_folders
+    from braincls.evaluate.evaluation import EvaluationError, evaluate_external
 
     if (images is None) == (dicom is None):
         fail("give either --images (an image folder) or --dicom (a DICOM folder), not both")
@@ -460,8 +460,8 @@ def demo(
     """The whole job offline: serve a phantom DICOM collection on a local NBIA server, ingest it
     over HTTP, convert, validate, train, evaluate, register; then stop the server."""
     from braincls.config import PipelineConfig
-    from braincls.nbia import serve
-    from braincls.phantom.dicom import DEFAULT_COLLECTION, generate_dicom_collection
+    from devkit.nbia import serve
+    from devkit.phantom.dicom import DEFAULT_COLLECTION, generate_dicom_collection
 
     root = _data_root(data_root)
     served = root / "demo" / "nbia"
@@ -501,7 +501,7 @@ def nbia_serve(
     port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 0,
 ) -> None:
     """Serve DICOM folders as a local NBIA v4 API (TCIA stand-in) until Ctrl-C."""
-    from braincls.nbia.server import main as serve_main
+    from devkit.nbia.server import main as serve_main
 
     if not root.is_dir():
         fail(f"--root: {root}: folder not found")
@@ -548,8 +548,8 @@ app.add_typer(models_app, name="models")
 
 
 def _registry(data_root: Path | None) -> ModelRegistry:
-    from braincls.layout import DataLayout
-    from braincls.registry import ModelRegistry
+    from braincls.common.layout import DataLayout
+    from braincls.registry.store import ModelRegistry
 
     return ModelRegistry(DataLayout(_data_root(data_root)).models)
 
@@ -572,7 +572,7 @@ def models_list(data_root: DataRoot = None) -> None:
 @models_app.command("show")
 def models_show(version: str, data_root: DataRoot = None) -> None:
     """Print a version's model card."""
-    from braincls.registry import UnknownVersionError
+    from braincls.registry.store import UnknownVersionError
 
     try:
         typer.echo(registry_version(data_root, version).card_path.read_text())
@@ -588,7 +588,7 @@ def registry_version(data_root: Path | None, version: str) -> ModelVersion:
 @models_app.command("promote")
 def models_promote(version: str, data_root: DataRoot = None) -> None:
     """Make VERSION the champion (manual decision, recorded)."""
-    from braincls.registry import RegistryError
+    from braincls.registry.store import RegistryError
 
     try:
         typer.echo(_registry(data_root).promote(version).summary)
@@ -599,7 +599,7 @@ def models_promote(version: str, data_root: DataRoot = None) -> None:
 @models_app.command("rollback")
 def models_rollback(data_root: DataRoot = None) -> None:
     """Make the previous champion the champion again (recorded)."""
-    from braincls.registry import RegistryError
+    from braincls.registry.store import RegistryError
 
     try:
         typer.echo(_registry(data_root).rollback().summary)

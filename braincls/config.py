@@ -524,7 +524,7 @@ class ConvertConfig(_Section):
 class ValidateConfig(_Section):
     """Data-validation gate settings (owned by the validation stage).
 
-    Check names (for ``warning_checks``) are listed in ``braincls.validate.CHECKS``.
+    Check names (for ``warning_checks``) are listed in ``braincls.validate.suite.CHECKS``.
     """
 
     labels: tuple[str, ...] | None = Field(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from braincls.atomic import write_json, write_parquet
+from braincls.common.atomic import write_json, write_parquet
 from braincls.config import (
     ConvertConfig,
     EvaluateConfig,
@@ -26,9 +26,9 @@ from braincls.config import (
     TrainConfig,
     stable_hash,
 )
-from braincls.hashing import sha256_file, tree_listing_hash
-from braincls.layout import DataLayout
-from braincls.manifest import (
+from braincls.common.hashing import sha256_file, tree_listing_hash
+from braincls.common.layout import DataLayout
+from braincls.common.tables import (
     IMAGE_COLUMNS,
     PREPROCESSED_COLUMNS,
     QUARANTINE_COLUMNS,
@@ -146,7 +146,7 @@ def import_key(images_dir: Path, config: ImportConfig) -> str:
 
 def run_import(images_dir: Path, layout: DataLayout, config: ImportConfig) -> ImportRecord:
     """Import a class-per-folder image set into an images manifest and a quarantine table."""
-    from braincls.data import import_image_folder
+    from braincls.data.images import import_image_folder
 
     key = import_key(images_dir, config)
     folder = layout.manifests / "import" / key
@@ -202,7 +202,7 @@ def run_convert(
     treat both sources alike) plus the DICOM ones; ``group_id`` is the patient, so the split
     keeps each patient on one side. Raises :class:`NoLabelledImages` when nothing is labelled.
     """
-    from braincls.dicom import ConversionError, convert_tree, load_labels
+    from braincls.convert import ConversionError, convert_tree, load_labels
 
     # Missing inputs raise ConversionError, not FileNotFoundError: they are not worth a retry.
     if not sources:
@@ -278,7 +278,7 @@ def split_key(record: ImportRecord, config: SplitConfig) -> str:
 
 def run_split(record: ImportRecord, layout: DataLayout, config: SplitConfig) -> SplitRecord:
     """Assign train / val / test, by near-duplicate group (or patient) unless told otherwise."""
-    from braincls.data import split_manifest
+    from braincls.data.images import split_manifest
 
     key = split_key(record, config)
     folder = layout.manifests / "split" / key
@@ -312,7 +312,7 @@ def run_preprocess(
     record: SplitRecord, layout: DataLayout, config: PreprocessConfig
 ) -> DatasetRecord:
     """Store every image at the training size; the dataset manifest names each stored PNG."""
-    from braincls.preprocess import preprocess_manifest
+    from braincls.data.preprocess import preprocess_manifest
 
     key = preprocess_key_for(record, config)
     folder = layout.manifests / "dataset" / key
@@ -366,7 +366,7 @@ def run_train(
     on_epoch_end: Any = None,
 ) -> ModelRecord:
     """Train on the dataset; the model folder appears whole when training has finished."""
-    from braincls.train import MODEL_FILE, RECORD_FILE, train_model
+    from braincls.train.fit import MODEL_FILE, RECORD_FILE, train_model
 
     key = train_key(record, config)
     model_dir = layout.runs / key / "model"
@@ -425,7 +425,7 @@ def run_evaluate(
     """
     from dataclasses import replace
 
-    from braincls.evaluate import EvaluationRecord, evaluate_model
+    from braincls.evaluate.evaluation import EvaluationRecord, evaluate_model
 
     key = evaluate_key(model, dataset, config)
     pointer = layout.manifests / "evaluate" / key / "record.json"
@@ -474,7 +474,7 @@ class ValidationRecord:
 def validate_key(record: DatasetRecord, config: Any) -> str:
     """Key of the validation stage: dataset manifest, quarantine table and the suite (with its
     configured thresholds and version)."""
-    from braincls.validate import suite_hash
+    from braincls.validate.suite import suite_hash
 
     quarantine = sha256_file(_require(Path(record.quarantine_path)))
     return stage_key("validate", record.manifest_sha256, quarantine, suite_hash(config))
@@ -487,9 +487,9 @@ def run_validate(
 
     Data Docs (readable offline) go to ``reports/<run_id>/validation/``. Returns the outcome
     whether or not it passed, with the full report; the caller decides to stop
-    (:meth:`braincls.validate.ValidationReport.raise_for_failure`).
+    (:meth:`braincls.validate.suite.ValidationReport.raise_for_failure`).
     """
-    from braincls.validate import run_validation
+    from braincls.validate.suite import run_validation
 
     report = run_validation(
         read_dataset(record),
@@ -536,7 +536,7 @@ def run_register(
     data; otherwise its registered metrics are used and the decision says so.
     """
     from braincls import __version__
-    from braincls.registry import ModelRegistry, model_card_markdown
+    from braincls.registry.store import ModelRegistry, model_card_markdown
 
     registry = ModelRegistry(layout.models)
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
@@ -600,8 +600,8 @@ def _champion_on_same_data(
 ) -> dict[str, Any] | None:
     """The champion's test metrics on this dataset's test split, or None when it takes
     differently prepared images (another size or preprocessing)."""
-    from braincls.evaluate import _split_part, load_images, load_model, predict_probabilities
-    from braincls.metrics import binary_metrics
+    from braincls.evaluate.evaluation import _split_part, load_images, load_model, predict_probabilities
+    from braincls.evaluate.metrics import binary_metrics
 
     meta = champion.metadata()
     if meta.get("image_size_px") != dataset.image_size_px:

@@ -12,7 +12,7 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from braincls.config import Settings, TciaConfig
-from braincls.tcia.ingest import IngestFailure, summarize
+from braincls.ingest.collection import IngestFailure, summarize
 from flows.failures import StageFailed, stage
 from tasks.ingest import download_series, plan_collection
 

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from braincls.config import PipelineConfig, Settings
-from braincls.tcia.store import safe_component
+from braincls.ingest.store import safe_component
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline
 from tasks.common import HOUR

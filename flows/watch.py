@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from braincls.config import Settings, TciaConfig
-from braincls.tcia.ingest import last_watch_date, local_collections, record_watch_date
+from braincls.ingest.collection import last_watch_date, local_collections, record_watch_date
 from tasks.ingest import check_for_new_series
 
 

@@ -8,8 +8,8 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from braincls.config import ConvertConfig
-from braincls.dicom import SeriesResult, SeriesUnit, convert_series, pending_series
-from braincls.layout import DataLayout
+from braincls.convert import SeriesResult, SeriesUnit, convert_series, pending_series
+from braincls.common.layout import DataLayout
 from braincls.stages import ImportRecord, convert_key, read_quarantine, run_convert
 from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 

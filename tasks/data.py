@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
-from braincls.layout import DataLayout
+from braincls.common.layout import DataLayout
 from braincls.stages import (
     DatasetRecord,
     ImportRecord,

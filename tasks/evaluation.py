@@ -14,8 +14,8 @@ from prefect.artifacts import (
 )
 
 from braincls.config import EvaluateConfig
-from braincls.evaluate import EvaluationRecord
-from braincls.layout import DataLayout
+from braincls.evaluate.evaluation import EvaluationRecord
+from braincls.common.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, evaluate_key, run_evaluate
 from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 

@@ -10,14 +10,14 @@ from prefect import get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
 from braincls.config import TciaConfig
-from braincls.tcia import NbiaClient
-from braincls.tcia.errors import (
+from braincls.ingest import NbiaClient
+from braincls.ingest.errors import (
     TciaRequestError,
     TciaServerError,
     TciaTimeoutError,
     TciaTransportError,
 )
-from braincls.tcia.ingest import (
+from braincls.ingest.collection import (
     IngestFailure,
     IngestPlan,
     WatchReport,
@@ -25,7 +25,7 @@ from braincls.tcia.ingest import (
     plan_ingest,
     watch,
 )
-from braincls.tcia.records import SeriesRecord
+from braincls.ingest.records import SeriesRecord
 from tasks.common import HOUR, MINUTE, retry_on
 
 #: Faults worth another try after the client's own retries gave up (a long outage).

@@ -8,8 +8,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from braincls.config import RegistryConfig
-from braincls.evaluate import EvaluationRecord
-from braincls.layout import DataLayout
+from braincls.evaluate.evaluation import EvaluationRecord
+from braincls.common.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, RegistrationRecord, run_register
 from tasks.common import MINUTE, TRANSIENT_IO, retry_on
 

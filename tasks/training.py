@@ -13,9 +13,9 @@ from prefect.artifacts import (
 from prefect.task_engine import TaskRunTimeoutError
 
 from braincls.config import TrainConfig
-from braincls.layout import DataLayout
+from braincls.common.layout import DataLayout
 from braincls.stages import DatasetRecord, ModelRecord, run_train, train_key
-from braincls.train import TrainingError
+from braincls.train.fit import TrainingError
 from tasks.common import HOUR, content_key
 
 

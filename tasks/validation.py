@@ -8,7 +8,7 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from braincls.config import ValidateConfig
-from braincls.layout import DataLayout
+from braincls.common.layout import DataLayout
 from braincls.stages import DatasetRecord, ValidationRecord, run_validate, validate_key
 from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
 

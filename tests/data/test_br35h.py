@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from braincls.config import EvaluateConfig, ImportConfig, PreprocessConfig, SplitConfig, TrainConfig
-from braincls.data import import_image_folder, split_manifest
-from braincls.layout import DataLayout
+from braincls.data.images import import_image_folder, split_manifest
+from braincls.common.layout import DataLayout
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_external_validation_uses_the_training_threshold(
 ) -> None:
     """Train on 100 + 100 Br35H images, then evaluate the saved model on 40 + 40 others, and
     on real DICOM: a tumor patient's series (yes) and a healthy volunteer's (no)."""
-    from braincls.evaluate import evaluate_external
+    from braincls.evaluate.evaluation import evaluate_external
     from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
 
     train_set, external_set = tmp_path / "train", tmp_path / "external"

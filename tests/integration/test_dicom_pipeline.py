@@ -14,9 +14,9 @@ import pytest
 from tiny import TINY_CONFIG
 
 from braincls.config import PipelineConfig, TciaConfig
-from braincls.nbia import serve
-from braincls.nbia.testing import write_synthetic_collection
-from braincls.phantom.dicom import generate_dicom_collection
+from devkit.nbia import serve
+from devkit.nbia.synthetic import write_synthetic_collection
+from devkit.phantom.dicom import generate_dicom_collection
 
 COLLECTION = "BRAINCLS-PHANTOM"
 
@@ -172,7 +172,7 @@ def test_dask_conversion_matches_the_default_path(served: Path, tmp_path: Path) 
     from distributed import LocalCluster
 
     from braincls.config import ConvertConfig
-    from braincls.layout import DataLayout
+    from braincls.common.layout import DataLayout
     from braincls.stages import run_convert
     from flows.convert import convert_on_dask
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from braincls.config import TciaConfig
-from braincls.nbia import serve
-from braincls.nbia.testing import write_synthetic_collection
+from devkit.nbia import serve
+from devkit.nbia.synthetic import write_synthetic_collection
 
 
 def test_failed_ingests_name_the_cause_and_the_next_step(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from braincls.config import TciaConfig
-from braincls.nbia import serve
-from braincls.nbia.testing import write_synthetic_collection
+from devkit.nbia import serve
+from devkit.nbia.synthetic import write_synthetic_collection
 
 
 def test_ingest_flow_downloads_new_series_only(tmp_path: Path) -> None:

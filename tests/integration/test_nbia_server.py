@@ -19,8 +19,8 @@ import httpx
 import pydicom
 import pytest
 
-from braincls.nbia import FaultKind, Instance, NbiaServer, new_file_names, serve
-from braincls.nbia.testing import write_synthetic_collection
+from devkit.nbia import FaultKind, Instance, NbiaServer, new_file_names, serve
+from devkit.nbia.synthetic import write_synthetic_collection
 
 PGBM_SERIES = "1.3.6.1.4.1.14519.5.2.1.4429.7055.197322826283777183783875680644"
 PGBM_STUDY = "1.3.6.1.4.1.14519.5.2.1.4429.7055.304625516276205756661744279896"
@@ -550,7 +550,7 @@ def test_main_prints_the_url_and_serves(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "braincls.nbia.server", "--root", str(tmp_path)],
+        [sys.executable, "-m", "devkit.nbia.server", "--root", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from braincls.nbia import NbiaServer, serve
-from braincls.nbia.testing import write_synthetic_collection
+from devkit.nbia import NbiaServer, serve
+from devkit.nbia.synthetic import write_synthetic_collection
 
 # tcia_utils calls logging.basicConfig() at import; undo that for the rest of the session.
 _root = logging.getLogger()

@@ -15,7 +15,7 @@ EXPECTED_STAGES = ["import", "split", "preprocess", "validate", "train", "evalua
 
 @pytest.fixture(scope="module")
 def phantom_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from braincls.phantom import generate_image_set
+    from devkit.phantom import generate_image_set
 
     out = tmp_path_factory.mktemp("phantom") / "images"
     generate_image_set(out, n_images=120, seed=5, image_size_px=96)
@@ -111,7 +111,7 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
 def test_blocking_validation_failure_stops_before_training(
     phantom_images: Path, tmp_path: Path
 ) -> None:
-    from braincls.validate import ValidationFailed
+    from braincls.validate.suite import ValidationFailed
     from flows.failures import StageFailed
     from flows.pipeline import pipeline
 

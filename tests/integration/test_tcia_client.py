@@ -13,9 +13,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from braincls.nbia import FaultKind, NbiaServer, serve
-from braincls.nbia.testing import write_synthetic_collection
-from braincls.tcia import (
+from devkit.nbia import FaultKind, NbiaServer, serve
+from devkit.nbia.synthetic import write_synthetic_collection
+from braincls.ingest import (
     Backoff,
     ChecksumMismatchError,
     IncompleteSeriesError,

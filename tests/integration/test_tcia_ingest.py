@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from braincls.nbia import FaultKind, NbiaServer, serve
-from braincls.nbia.testing import synthetic_uid, write_synthetic_collection, write_synthetic_series
-from braincls.tcia import (
+from devkit.nbia import FaultKind, NbiaServer, serve
+from devkit.nbia.synthetic import synthetic_uid, write_synthetic_collection, write_synthetic_series
+from braincls.ingest import (
     Backoff,
     IngestPlan,
     NbiaClient,

@@ -8,14 +8,14 @@ import keras
 import numpy as np
 import pytest
 
-from braincls.gradcam import (
+from braincls.model.gradcam import (
     GradcamError,
     explain_examples,
     find_last_conv_layer,
     gradcam_heatmaps,
     select_examples,
 )
-from braincls.plots import plot_gradcam_grid
+from braincls.evaluate.plots import plot_gradcam_grid
 
 SIDE_PX = 32
 # The positive class carries a bright square here (rows, columns); negatives never do.
@@ -143,8 +143,8 @@ def test_explained_examples_draw_a_grid(trained_model: keras.Model, tmp_path: Pa
 def test_flip_averaged_model_is_explained_through_its_unmirrored_view(
     trained_model: keras.Model, tmp_path: Path
 ) -> None:
-    from braincls.evaluate import load_model
-    from braincls.model import single_view, with_test_time_flip
+    from braincls.evaluate.evaluation import load_model
+    from braincls.model.factory import single_view, with_test_time_flip
 
     averaged = with_test_time_flip(trained_model)
     averaged.save(tmp_path / "averaged.keras")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from braincls.layers import RandomBlur, RandomGamma
+from braincls.model.layers import RandomBlur, RandomGamma
 
 
 def _images() -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braincls import train as train_module
+from braincls.train import fit as train_module
 from braincls.config import AugmentConfig, TrainConfig
-from braincls.train import (
+from braincls.train.fit import (
     MODEL_FILE,
     class_weights,
     learning_rate,
@@ -128,8 +128,8 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     fast_bfloat16 = train_module.onednn_enabled() and train_module.cpu_has_amx_bf16()
     assert record["precision_policy"] == ("mixed_bfloat16" if fast_bfloat16 else "float32")
     assert record["config"]["test_time_flip"] is True
-    from braincls.evaluate import load_model
-    from braincls.model import MIRROR_LAYER, single_view
+    from braincls.evaluate.evaluation import load_model
+    from braincls.model.factory import MIRROR_LAYER, single_view
 
     saved = load_model(result.model_path)
     assert MIRROR_LAYER in {layer.name for layer in saved.layers}

@@ -29,7 +29,7 @@ from headless_chromium import Chromium, find_chromium
 from stack import PrefectApi, Processes, WebhookReceiver, free_port, wait_until
 from tiny import TINY_CONFIG
 
-from braincls.phantom.dicom import generate_dicom_collection
+from devkit.phantom.dicom import generate_dicom_collection
 
 pytestmark = [pytest.mark.ops, pytest.mark.timeout(900)]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from braincls.config import ImportConfig, SplitConfig
-from braincls.data import (
+from braincls.data.images import (
     ImportError_,
     SplitError,
     class_folders,

@@ -26,8 +26,8 @@ from pydicom.uid import (
 )
 
 from braincls.config import ConvertConfig
-from braincls.data import perceptual_hash
-from braincls.dicom import (
+from braincls.data.images import perceptual_hash
+from braincls.convert import (
     CONVERTER_VERSION,
     DICOM_MANIFEST_COLUMNS,
     DICOM_QUARANTINE_COLUMNS,
@@ -37,8 +37,8 @@ from braincls.dicom import (
     convert_tree,
     tree,
 )
-from braincls.dicom.reading import md5_file, pseudonymize
-from braincls.manifest import IMAGE_COLUMNS, PHI_COLUMNS, QUARANTINE_COLUMNS
+from braincls.convert.reading import md5_file, pseudonymize
+from braincls.common.tables import IMAGE_COLUMNS, PHI_COLUMNS, QUARANTINE_COLUMNS
 
 EVERYTHING_IS_TUMOR = LabelTable(by_collection={"*": "tumor"})
 STUDY_UID = "1.2.826.0.1.3680043.8.498.100"

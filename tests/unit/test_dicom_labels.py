@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from braincls.dicom.labels import LabelsError, LabelTable, load_labels
-from braincls.dicom.reading import pseudonymize
+from braincls.convert.labels import LabelsError, LabelTable, load_labels
+from braincls.convert.reading import pseudonymize
 
 
 def _write(tmp_path: Path, text: str) -> Path:

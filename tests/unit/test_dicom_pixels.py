@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from braincls.config import ConvertConfig
-from braincls.dicom import pixels
-from braincls.dicom.files import render_frame
-from braincls.dicom.reading import FrameAttributes, Lut
+from braincls.convert import pixels
+from braincls.convert.files import render_frame
+from braincls.convert.reading import FrameAttributes, Lut
 
 
 def test_apply_rescale_is_slope_times_stored_plus_intercept() -> None:

@@ -19,7 +19,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from braincls.dicom.reading import (
+from braincls.convert.reading import (
     Reason,
     SetAside,
     frame_attributes,

@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from braincls.metrics import (
+from braincls.evaluate.metrics import (
     DEFAULT_CI_METRICS,
     METRIC_NAMES,
     MetricInputError,

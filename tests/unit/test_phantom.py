@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from braincls.phantom import (
+from devkit.phantom import (
     SEQUENCES,
     generate_image_set,
     make_head,
@@ -20,7 +20,7 @@ from braincls.phantom import (
     render_slice,
     tumor_mask,
 )
-from braincls.phantom.anatomy import TumorSpec
+from devkit.phantom.anatomy import TumorSpec
 
 SIZE_PX = 96
 FOV_MM = 240.0

@@ -26,8 +26,8 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
-from braincls.phantom import dicom as phantom_dicom
-from braincls.phantom import generate_dicom_collection
+from devkit.phantom import dicom as phantom_dicom
+from devkit.phantom import generate_dicom_collection
 
 COLLECTION = "TEST-PHANTOM"
 OPTIONS = {"n_patients": 4, "image_size_px": 48, "slices_per_series": (4, 6)}
@@ -343,8 +343,8 @@ def test_catalogue_lists_every_series_with_iso_release_dates(collection, dataset
 def test_labels_and_catalogue_are_read_by_the_converter_and_the_nbia_server(
     collection, datasets
 ) -> None:
-    from braincls.dicom.labels import load_labels
-    from braincls.nbia.catalogue import Catalogue
+    from braincls.convert.labels import load_labels
+    from devkit.nbia.catalogue import Catalogue
 
     table = load_labels(collection.out_dir / "labels.csv")
     rows = _labels(collection.out_dir)
@@ -387,7 +387,7 @@ def test_missing_encoder_falls_back_to_explicit_little_endian(
     tmp_path, monkeypatch, caplog
 ) -> None:
     monkeypatch.setattr(phantom_dicom, "_encoder_available", lambda encoding: encoding != "jpegls")
-    with caplog.at_level(logging.WARNING, logger="braincls.phantom.dicom"):
+    with caplog.at_level(logging.WARNING, logger="devkit.phantom.dicom"):
         summary = generate_dicom_collection(tmp_path / "c", COLLECTION, seed=5, **OPTIONS)
 
     assert "jpegls" not in summary.series_by_encoding

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from braincls.config import PreprocessConfig
-from braincls.layout import DataLayout
-from braincls.preprocess import (
+from braincls.common.layout import DataLayout
+from braincls.data.preprocess import (
     head_box,
     pad_to_square,
     preprocess_array,

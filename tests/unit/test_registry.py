@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from braincls.config import RegistryConfig
-from braincls.hashing import sha256_file
-from braincls.registry import (
+from braincls.common.hashing import sha256_file
+from braincls.registry.store import (
     VERSION_PLACEHOLDER,
     ModelRegistry,
     RegistryError,
     UnknownVersionError,
     model_card_markdown,
 )
-from braincls.report import INTENDED_USE
+from braincls.evaluate.report import INTENDED_USE
 
 CONFIG = RegistryConfig(
     min_sensitivity=0.8, min_roc_auc=0.85, non_inferiority_margin=0.01, decision_metric="roc_auc"

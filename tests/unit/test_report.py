@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braincls.gradcam import overlay_heatmap, select_examples
-from braincls.metrics import binary_metrics, bootstrap_ci, metrics_by_group, multiclass_report
-from braincls.plots import (
+from braincls.model.gradcam import overlay_heatmap, select_examples
+from braincls.evaluate.metrics import binary_metrics, bootstrap_ci, metrics_by_group, multiclass_report
+from braincls.evaluate.plots import (
     PlotInputError,
     plot_confusion_matrix,
     plot_gradcam_grid,
@@ -23,7 +23,7 @@ from braincls.plots import (
     plot_roc_curve,
     plot_training_curves,
 )
-from braincls.report import (
+from braincls.evaluate.report import (
     INTENDED_USE,
     SECTIONS,
     ReportContext,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from braincls.tcia import (
+from braincls.ingest import (
     ChecksumMismatchError,
     CorruptArchiveError,
     IncompleteSeriesError,
@@ -23,7 +23,7 @@ from braincls.tcia import (
     record_path,
     series_dir,
 )
-from braincls.tcia.store import (
+from braincls.ingest.store import (
     incoming_dir,
     remove_stale_incoming,
     safe_component,

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from braincls.config import TciaConfig
-from braincls.tcia import (
+from braincls.ingest import (
     Backoff,
     NbiaClient,
     SeriesRecord,
@@ -17,7 +17,7 @@ from braincls.tcia import (
     parse_nbia_date,
     parse_retry_after,
 )
-from braincls.tcia.records import series_records
+from braincls.ingest.records import series_records
 
 ROW = {
     "SeriesInstanceUID": "1.2.3.4",

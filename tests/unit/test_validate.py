@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from braincls.config import ValidateConfig
-from braincls.manifest import (
+from braincls.common.tables import (
     IMAGE_COLUMNS,
     PREPROCESSED_COLUMNS,
     QUARANTINE_COLUMNS,
@@ -23,7 +23,7 @@ from braincls.manifest import (
     SPLITS,
     empty_frame,
 )
-from braincls.validate import (
+from braincls.validate.suite import (
     CHECKS,
     SUITE_VERSION,
     ValidationFailed,
@@ -386,7 +386,7 @@ def test_suite_definition_and_hash() -> None:
 
 
 def test_import_does_not_load_great_expectations() -> None:
-    code = "import sys, braincls.validate; print('great_expectations' in sys.modules)"
+    code = "import sys, braincls.validate.suite; print('great_expectations' in sys.modules)"
     output = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
