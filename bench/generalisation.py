@@ -51,6 +51,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
+from braincls.common.hashing import sha256_file
+from braincls.common.layout import DataLayout
+from braincls.common.records import stage_key
+from braincls.common.tables import SPLIT_COLUMN
 from braincls.config import (
     EvaluateConfig,
     ImportConfig,
@@ -58,22 +62,18 @@ from braincls.config import (
     SplitConfig,
     TrainConfig,
 )
-from braincls.common.hashing import sha256_file
-from braincls.common.layout import DataLayout
-from braincls.common.tables import SPLIT_COLUMN
-from braincls.stages import (
+from braincls.data.stage import (
     DatasetRecord,
-    ImportRecord,
-    ModelRecord,
+    SourceRecord,
     SplitRecord,
     read_dataset,
-    run_evaluate,
     run_import,
     run_preprocess,
     run_split,
-    run_train,
-    stage_key,
 )
+from braincls.evaluate.stage import fixed_threshold, run_evaluate
+from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE
+from braincls.train.stage import ModelRecord, run_train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -135,20 +135,23 @@ def subset_metrics(
 
 def predict(model_path: Path, image_paths: list[str], image_size_px: int) -> np.ndarray:
     """P(tumor) per stored image, through the library's evaluation helpers."""
-    from braincls.evaluate.evaluation import load_images, load_model, predict_probabilities
+    from braincls.data.stored import load_stored_images
+    from braincls.model.saved import load_model, predict_probabilities
 
     model = load_model(model_path)
-    return predict_probabilities(model, load_images(image_paths, image_size_px))
+    return predict_probabilities(model, load_stored_images(image_paths, image_size_px))
 
 
-def model_threshold_and_preprocess(model: ModelRecord) -> tuple[float, PreprocessConfig]:
-    """The threshold fixed on val and the preprocessing saved with the model (written by the
-    evaluation stage), as external validation reads them."""
-    record = json.loads((Path(model.model_dir) / "train_record.json").read_text())
-    preprocess = PreprocessConfig.model_validate(
-        record.get("preprocess") or {"image_size_px": record["image_size_px"]}
-    )
-    return float(record.get("threshold") or 0.5), preprocess
+def model_threshold_and_preprocess(
+    model: ModelRecord, layout: DataLayout
+) -> tuple[float, PreprocessConfig]:
+    """The threshold fixed on val (by the evaluation stage) and the preprocessing saved with
+    the model, as external validation reads them."""
+    from braincls.model.saved import read_saved_model
+
+    saved = read_saved_model(Path(model.model_dir))
+    threshold = fixed_threshold(Path(model.model_dir), [layout.root])
+    return threshold, PreprocessConfig.model_validate(saved.preprocess)
 
 
 def train_and_evaluate(
@@ -157,7 +160,7 @@ def train_and_evaluate(
     """Train, evaluate on the test split (threshold from val); return the model record, the test
     metrics, the test predictions and the training wall time."""
     started = time.perf_counter()
-    model = run_train(dataset, layout, train_config)
+    model = run_train(dataset, layout, train_config).record
     train_seconds = time.perf_counter() - started
     evaluation = run_evaluate(
         model,
@@ -165,7 +168,7 @@ def train_and_evaluate(
         layout,
         EvaluateConfig(gradcam_examples_per_category=0, bootstrap_resamples=200),
         run_id,
-    )
+    ).record
     predictions = pd.read_parquet(Path(evaluation.report_dir) / "predictions.parquet")
     return model, dict(evaluation.metrics), predictions, train_seconds
 
@@ -175,9 +178,7 @@ def adopt_model(model_dir: Path, dataset: DatasetRecord, layout: DataLayout) -> 
     been trained on exactly this dataset (same dataset manifest hash)."""
     import shutil
 
-    from braincls.train.fit import MODEL_FILE, RECORD_FILE
-
-    record = json.loads((model_dir / RECORD_FILE).read_text())
+    record = json.loads((model_dir / TRAIN_RECORD_FILE).read_text())
     if record["manifest_sha256"] != dataset.manifest_sha256:
         raise SystemExit(
             f"{model_dir}: trained on dataset manifest {record['manifest_sha256'][:12]}, "
@@ -208,7 +209,7 @@ def evaluate_only(
         layout,
         EvaluateConfig(gradcam_examples_per_category=0, bootstrap_resamples=200),
         f"generalisation-a-{model.key}",
-    )
+    ).record
     predictions = pd.read_parquet(Path(evaluation.report_dir) / "predictions.parquet")
     return model, dict(evaluation.metrics), predictions, 0.0
 
@@ -223,13 +224,13 @@ def br35h_characteristics(frame: pd.DataFrame, large_px: int) -> dict[str, pd.Se
 
 
 def holdout_split(
-    imported: ImportRecord, layout: DataLayout, large_px: int, seed: int
+    imported: SourceRecord, layout: DataLayout, large_px: int, seed: int
 ) -> tuple[SplitRecord, dict[str, Any]]:
     """Split record of part (c): held-out rows get split ``heldout``; their untagged
     near-duplicates are dropped; the rest is split by group as usual."""
     from braincls.common.atomic import write_parquet
-    from braincls.data.images import split_manifest
     from braincls.common.tables import read_manifest
+    from braincls.data.split import split_manifest
 
     manifest = read_manifest(Path(imported.manifest_path))
     masks = br35h_characteristics(manifest, large_px)
@@ -240,7 +241,10 @@ def holdout_split(
     heldout[SPLIT_COLUMN] = HELD_OUT_SPLIT
     frame = pd.concat([rest, heldout]).astype({SPLIT_COLUMN: "string"}).reset_index(drop=True)
     key = stage_key(
-        "split", sha256_file(Path(imported.manifest_path)), {"holdout": large_px, "seed": seed}
+        "split-holdout",
+        "1",
+        sha256_file(Path(imported.manifest_path)),
+        {"holdout": large_px, "seed": seed},
     )
     folder = layout.manifests / "split-holdout" / key
     path = write_parquet(folder / "split.parquet", frame)
@@ -255,7 +259,8 @@ def holdout_split(
         class_names=imported.class_names,
         strategy="grouped",
         counts=counts,
-        source=f"{imported.source} without held-out sources",
+        source=f"{imported.name} without held-out sources",
+        sources=[imported.describe()],
     )
     info = {
         "held_out_images": int(held.sum()),
@@ -291,7 +296,7 @@ def evaluate_frame(
     per value of column ``by`` and over all rows."""
     from braincls.data.preprocess import preprocess_manifest
 
-    threshold, preprocess = model_threshold_and_preprocess(model)
+    threshold, preprocess = model_threshold_and_preprocess(model, layout)
     frame = frame.copy()
     frame[SPLIT_COLUMN] = "test"
     prepared, _ = preprocess_manifest(frame, layout, preprocess)
@@ -397,14 +402,16 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path) -> dict[str, Any]:
         "preprocess": preprocess.model_dump(mode="json"),
     }
 
-    imported = run_import(args.images, layout, ImportConfig())
-    source = imported.source
+    imported = run_import(args.images, layout, ImportConfig()).record
+    source = imported.name
     if imported.class_names != ["no", "yes"]:
         raise SystemExit(f"{args.images}: classes {imported.class_names}, expected ['no', 'yes']")
 
     if "a" in parts:
-        split = run_split(imported, layout, SplitConfig(strategy="grouped", seed=args.seed))
-        dataset = run_preprocess(split, layout, preprocess)
+        split = run_split(
+            [imported], layout, SplitConfig(strategy="grouped", seed=args.seed)
+        ).record
+        dataset = run_preprocess(split, layout, preprocess).record
         if args.model_dir:
             given = adopt_model(args.model_dir, dataset, layout)
             model_a, metrics, predictions, seconds = evaluate_only(given, dataset, layout)
@@ -466,7 +473,7 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path) -> dict[str, Any]:
 
     if "c" in parts:
         split_c, split_info = holdout_split(imported, layout, args.large_px, args.seed)
-        dataset_c = run_preprocess(split_c, layout, preprocess)
+        dataset_c = run_preprocess(split_c, layout, preprocess).record
         model_c, metrics_c, predictions_c, seconds_c = train_and_evaluate(
             dataset_c, layout, train_config, "generalisation-c"
         )
@@ -512,7 +519,7 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path) -> dict[str, Any]:
         }
 
     if "d" in parts:
-        from braincls.evaluate.evaluation import evaluate_external
+        from braincls.evaluate.external import evaluate_external
         from devkit.phantom import generate_image_set
 
         phantom_dir = tmp / "phantom"
@@ -533,7 +540,7 @@ def run(args: argparse.Namespace, parts: set[str], tmp: Path) -> dict[str, Any]:
                 subset_metrics(
                     predictions["label_index"].to_numpy(),
                     predictions["p_positive"].to_numpy(),
-                    float(evaluation.metrics["threshold"]),
+                    float(evaluation.threshold),
                 ),
             )
         )

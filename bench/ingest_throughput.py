@@ -31,8 +31,8 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from devkit.nbia.synthetic import write_synthetic_collection  # noqa: E402
 from braincls.ingest import NbiaClient, ingest_collection  # noqa: E402
+from devkit.nbia.synthetic import write_synthetic_collection  # noqa: E402
 
 COLLECTION = "Bench-MR"
 SERIES_PER_PATIENT = 2

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from braincls.common.layout import DataLayout
 from braincls.config import (
     AugmentConfig,
     EvaluateConfig,
@@ -28,9 +29,10 @@ from braincls.config import (
     SplitConfig,
     TrainConfig,
 )
-from braincls.common.layout import DataLayout
-from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
-from braincls.train.fit import RECORD_FILE
+from braincls.data.stage import run_import, run_preprocess, run_split
+from braincls.evaluate.stage import run_evaluate
+from braincls.model.saved import TRAIN_RECORD_FILE
+from braincls.train.stage import run_train
 
 #: The seed project's way: stretched canvas, no intensity standardisation, no augmentation,
 #: plain Adam at a constant rate in float32, fixed 15 epochs, no class weights, no early
@@ -74,17 +76,17 @@ def main() -> None:
     train_config = TrainConfig.model_validate(train_overrides)
 
     started = time.perf_counter()
-    imported = run_import(args.images, layout, ImportConfig())
-    split = run_split(imported, layout, SplitConfig(strategy=args.split, seed=args.seed))
-    dataset = run_preprocess(split, layout, preprocess)
+    imported = run_import(args.images, layout, ImportConfig()).record
+    split = run_split([imported], layout, SplitConfig(strategy=args.split, seed=args.seed)).record
+    dataset = run_preprocess(split, layout, preprocess).record
     data_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    model = run_train(dataset, layout, train_config)
+    model = run_train(dataset, layout, train_config).record
     train_seconds = time.perf_counter() - started
     run_id = f"bench-{args.profile}-{args.split}-{args.seed}"
     evaluation = run_evaluate(
         model, dataset, layout, EvaluateConfig(gradcam_examples_per_category=2), run_id
-    )
+    ).record
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     n_train = dataset.counts["train"]
     result = {
@@ -107,7 +109,7 @@ def main() -> None:
         "train_images_per_second": round(
             sum(n_train.values()) * model.epochs_run / train_seconds, 1
         ),
-        "precision_policy": json.loads((Path(model.model_dir) / RECORD_FILE).read_text())[
+        "precision_policy": json.loads((Path(model.model_dir) / TRAIN_RECORD_FILE).read_text())[
             "precision_policy"
         ],
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),

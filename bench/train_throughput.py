@@ -63,15 +63,15 @@ def prepare_train_split(
 ) -> tuple[list[str], list[int], dict[str, Any]]:
     """Stored PNG paths and labels of the grouped split's train part (import, split, preprocess
     through the library's stages; cached in ``data_root``)."""
-    from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
     from braincls.common.layout import DataLayout
-    from braincls.stages import read_dataset, run_import, run_preprocess, run_split
+    from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
+    from braincls.data.stage import read_dataset, run_import, run_preprocess, run_split
 
     layout = DataLayout(data_root.resolve())
     started = time.perf_counter()
-    imported = run_import(images, layout, ImportConfig())
-    split = run_split(imported, layout, SplitConfig(strategy="grouped", seed=seed))
-    dataset = run_preprocess(split, layout, PreprocessConfig(image_size_px=image_size_px))
+    imported = run_import(images, layout, ImportConfig()).record
+    split = run_split([imported], layout, SplitConfig(strategy="grouped", seed=seed)).record
+    dataset = run_preprocess(split, layout, PreprocessConfig(image_size_px=image_size_px)).record
     frame = read_dataset(dataset)
     train = frame[frame["split"] == "train"]
     if limit_images:
@@ -91,7 +91,8 @@ def build_compiled(model_name: str, image_size_px: int, augment: bool, seed: int
     import keras
 
     from braincls.config import AugmentConfig, TrainConfig
-    from braincls.train.fit import accelerators, build_for_training, precision_policy
+    from braincls.train.fit import build_for_training
+    from braincls.train.precision import accelerators, precision_policy
 
     config = TrainConfig(  # type: ignore[arg-type]
         model=model_name, seed=seed, augment=AugmentConfig(enabled=augment)

@@ -51,6 +51,11 @@ def _echo_result(result: dict[str, Any]) -> None:
     typer.echo(f"report: {result['report_html']}")
 
 
+def _shown(value: float | None) -> str:
+    """A metric for the terminal: three decimals, or n/a when the data cannot define it."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear line to stderr and exit non-zero, without a traceback."""
     typer.echo(f"braincls: error: {message}", err=True)
@@ -115,14 +120,15 @@ def run(
         str, typer.Option("--split", help="grouped (near-duplicates kept together) or random.")
     ] = "grouped",
     refresh: Annotated[
-        bool, typer.Option("--refresh", help="Ignore cached stage results and recompute.")
+        bool,
+        typer.Option("--refresh", help="Rebuild every stage's outputs instead of reusing them."),
     ] = False,
 ) -> None:
     """Run the whole pipeline on an image folder (or DICOM) and print where the report is."""
     from pydantic import ValidationError
 
     from braincls.config import PipelineConfig
-    from braincls.data.images import ImportError_, class_folders
+    from braincls.data.images import ImageFolderError, class_folders
     from braincls.model.factory import MODEL_NAMES
 
     if (images is None) == (not dicom):
@@ -130,7 +136,7 @@ def run(
     if images is not None:
         try:
             class_folders(images)
-        except ImportError_ as error:
+        except ImageFolderError as error:
             fail(str(error))
     for folder in dicom or []:
         if not folder.is_dir():
@@ -159,8 +165,6 @@ def run(
         first = error.errors()[0]
         fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
     _quiet_defaults()
-    if refresh:
-        os.environ["PREFECT_TASKS_REFRESH_CACHE"] = "true"
     from flows.pipeline import pipeline
 
     with _stage_failures():
@@ -171,6 +175,7 @@ def run(
             dicom_dirs=[str(folder.resolve()) for folder in dicom or []] or None,
             labels=str(labels.resolve()) if labels is not None else None,
             dask_address=dask_address,
+            refresh=refresh,
         )
     metrics = result["metrics"]
     typer.echo(
@@ -257,9 +262,10 @@ def validate(
     """Run the data-validation suite on the data root's current dataset; exit 1 on a blocking failure."""
     from datetime import UTC, datetime
 
-    from braincls.config import ValidateConfig
     from braincls.common.layout import DataLayout
-    from braincls.stages import DatasetRecord, run_validate
+    from braincls.config import ValidateConfig
+    from braincls.data.stage import DatasetRecord
+    from braincls.validate.stage import run_validate
 
     layout = DataLayout(_data_root(data_root))
     records = sorted(
@@ -272,7 +278,7 @@ def validate(
 
     record = DatasetRecord(**json.loads(Path(path).read_text()))
     run_id = "validate-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    outcome, _ = run_validate(record, layout, ValidateConfig(), run_id)
+    outcome = run_validate(record, layout, ValidateConfig(), run_id, refresh=True).record
     for row in outcome.table_rows:
         typer.echo(
             f"{row['status']:>15}  {row['severity']:<8}  {row['check']:<34} {row['observed_value']}"
@@ -308,15 +314,16 @@ def evaluate(
     """External validation: evaluate a saved model on any labelled image folder or DICOM."""
     from datetime import UTC, datetime
 
-    from braincls.data.images import ImportError_, class_folders
-    from braincls.evaluate.evaluation import EvaluationError, evaluate_external
+    from braincls.data.images import ImageFolderError, class_folders
+    from braincls.evaluate.evaluation import EvaluationError
+    from braincls.evaluate.external import evaluate_external
 
     if (images is None) == (dicom is None):
         fail("give either --images (an image folder) or --dicom (a DICOM folder), not both")
     if images is not None:
         try:
             class_folders(images)
-        except ImportError_ as error:
+        except ImageFolderError as error:
             fail(str(error))
     if dicom is not None:
         if not dicom.is_dir():
@@ -340,12 +347,15 @@ def evaluate(
         )
     except EvaluationError as error:
         fail(str(error))
-    metrics = record.metrics
+    metrics = record.summary
     typer.echo(
-        f"external data {target.name} (all {metrics['n_test']} images, threshold {metrics['threshold']:.3f} "
-        f"fixed at training): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}, "
-        f"sensitivity {metrics['sensitivity']:.3f}, specificity {metrics['specificity']:.3f}"
+        f"external data {target.name} (all {metrics['n_test']} images, threshold "
+        f"{metrics['threshold']:.3f} fixed at evaluation): accuracy {_shown(metrics['accuracy'])}, "
+        f"ROC AUC {_shown(metrics['roc_auc'])}, sensitivity {_shown(metrics['sensitivity'])}, "
+        f"specificity {_shown(metrics['specificity'])}"
     )
+    for note in metrics.get("notes", []):
+        typer.echo(f"note: {note}")
     typer.echo(f"report: {record.report_html}")
 
 

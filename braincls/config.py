@@ -8,12 +8,13 @@ needs so that its cache key stays narrow. Machine-specific values (data root, TC
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from braincls.common.hashing import stable_hash
 
 DEFAULT_TCIA_BASE_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v4/"
 
@@ -667,9 +668,3 @@ class PipelineConfig(BaseModel):
         default_factory=ValidateConfig, alias="validate", description="Data validation gate."
     )
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Model registry.")
-
-
-def stable_hash(value: object) -> str:
-    """SHA-256 hex digest of ``value`` serialised as canonical JSON (sorted keys)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

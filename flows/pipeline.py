@@ -1,11 +1,13 @@
 """The main job: import (or convert) -> split -> preprocess -> validate -> train -> evaluate ->
 register.
 
-Every stage but the registry is cached by content; the registry decides on promotion anew.
+Every stage but the registry reuses its outputs when its inputs have not changed (the stage
+records under the data root are the one cache); ``refresh`` rebuilds everything.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,18 +16,20 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from braincls.config import PipelineConfig
-from braincls.stages import ImportRecord
+from braincls.data.stage import DatasetRecord, SourceRecord
+from braincls.train.stage import ModelRecord
 from flows.failures import stage
 from tasks.common import HOUR
 from tasks.convert import convert_dicom
 from tasks.data import import_images, preprocess_images, split_dataset
-from tasks.evaluation import evaluate
+from tasks.evaluate import evaluate
 from tasks.registry import register_model
-from tasks.training import train
-from tasks.validation import validate_dataset
+from tasks.train import train
+from tasks.validate import validate_dataset
 
 
-def _run_id() -> str:
+def new_run_id() -> str:
+    """One id per flow run: the UTC time and the start of the flow run's id."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run = flow_run.get_id()
     return f"{stamp}-{str(run)[:8]}" if run else stamp
@@ -53,23 +57,22 @@ WHAT_TO_DO = {
 }
 
 
-def _call(name: str, task: Any, storage: Path, *args: Any) -> tuple[Any, str]:
-    """Run stage ``name``'s task with the data root's result storage; return its result and
-    state name. A failure ends the run with a message naming the stage and what to do."""
+def _call(name: str, task: Any, *args: Any, **kwargs: Any) -> tuple[Any, str]:
+    """Run stage ``name``'s task; return its result and state name (``Cached`` when it reused
+    an earlier run's outputs). A failure ends the run with a message naming the stage and
+    what to do."""
     with stage(name, WHAT_TO_DO[name]):
-        state = task.with_options(result_storage=storage, persist_result=True)(
-            *args, return_state=True
-        )
+        state = task(*args, **kwargs, return_state=True)
         return state.result(), state.name
 
 
-def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig) -> tuple[Any, str]:
+def _train_remote(
+    deployment: str, dataset: DatasetRecord, root: str, cfg: PipelineConfig, refresh: bool
+) -> tuple[ModelRecord, str]:
     """Run the training flow as a deployment (e.g. on the `gpu` pool) and read its record."""
-    from dataclasses import asdict
-
     from prefect.deployments import run_deployment
 
-    from braincls.stages import read_model_record
+    from braincls.train.stage import read_model_record
 
     run = run_deployment(
         deployment,
@@ -77,6 +80,7 @@ def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig)
             "dataset": asdict(dataset),
             "data_root": root,
             "config": cfg.train.model_dump(),
+            "refresh": refresh,
         },
         timeout=None,
     )
@@ -91,12 +95,16 @@ def _train_remote(deployment: str, dataset: Any, root: str, cfg: PipelineConfig)
 
 def _convert_remote(
     sources: list[str], root: str, labels: str | None, cfg: PipelineConfig, dask_address: str
-) -> tuple[ImportRecord, str]:
+) -> tuple[SourceRecord, str]:
     """Convert on a Dask cluster (one task per series) through the conversion flow."""
     from flows.convert import convert_on_dask
 
     record = convert_on_dask(sources, root, dask_address, labels, cfg.convert)
-    return ImportRecord(**record), "Completed"
+    return SourceRecord(**record), "Completed"
+
+
+def _resolved(paths: list[str] | None) -> list[str]:
+    return [str(Path(p).resolve()) for p in paths or []]
 
 
 # Longer than the training task's own limit (10 h) plus the other stages.
@@ -109,73 +117,77 @@ def pipeline(
     dicom_dirs: list[str] | None = None,
     labels: str | None = None,
     dask_address: str | None = None,
+    images_dirs: list[str] | None = None,
+    refresh: bool = False,
 ) -> dict[str, Any]:
-    """Train and evaluate a tumor / no-tumor classifier on an image folder or on DICOM.
+    """Train and evaluate a tumor / no-tumor classifier on image folders and / or DICOM.
 
     Args:
-        images_dir: folder with one sub-folder per class (e.g. ``yes/`` and ``no/``).
+        images_dir: a folder with one sub-folder per class (e.g. ``yes/`` and ``no/``).
         data_root: where images, manifests, models and reports are written.
         config: the pipeline configuration; defaults everywhere when omitted.
         train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``)
             instead of in-process; the data root must be shared with its workers.
-        dicom_dirs: DICOM folders to convert instead of ``images_dir`` (e.g. ``data/raw/X``);
-            the split then keeps each patient on one side.
+        dicom_dirs: DICOM folders to convert (e.g. ``data/raw/X``); the split keeps each
+            patient on one side.
         labels: labels table (CSV) for ``dicom_dirs``: PatientID / series / instance -> class.
         dask_address: convert DICOM on this Dask scheduler (``tcp://host:8786``), one task per
             series, instead of a local process pool.
+        images_dirs: more class-per-folder image sets, each a source of its own.
+        refresh: rebuild every stage's outputs instead of reusing earlier ones.
     """
     logger = get_run_logger()
     cfg = config or PipelineConfig()
     root = str(Path(data_root).resolve())
-    storage = Path(root) / ".prefect-results"
+    run_id = new_run_id()
     states: dict[str, str] = {}
-    if bool(images_dir) == bool(dicom_dirs):
-        raise ValueError("give either images_dir (an image folder) or dicom_dirs (DICOM folders)")
-    if dicom_dirs:
-        sources = [str(Path(d).resolve()) for d in dicom_dirs]
+    image_sources = _resolved([*([images_dir] if images_dir else []), *(images_dirs or [])])
+    dicom_sources = _resolved(dicom_dirs)
+    if not image_sources and not dicom_sources:
+        raise ValueError("give at least one source: images_dir(s) (image folders) or dicom_dirs")
+    sources: list[SourceRecord] = []
+    for index, folder in enumerate(image_sources):
+        record, states[f"import[{index}]" if index else "import"] = _call(
+            "import", import_images, folder, root, cfg.importing, refresh=refresh
+        )
+        sources.append(record)
+    if dicom_sources:
         labels_path = str(Path(labels).resolve()) if labels else None
         if dask_address:
             with stage("convert", WHAT_TO_DO["convert"]):
-                imported, states["convert"] = _convert_remote(
-                    sources, root, labels_path, cfg, dask_address
+                record, states["convert"] = _convert_remote(
+                    dicom_sources, root, labels_path, cfg, dask_address
                 )
         else:
-            imported, states["convert"] = _call(
-                "convert", convert_dicom, storage, sources, root, cfg.convert, labels_path
+            record, states["convert"] = _call(
+                "convert", convert_dicom, dicom_sources, root, cfg.convert, labels_path,
+                refresh=refresh,
             )
-    else:
-        imported, states["import"] = _call(
-            "import",
-            import_images,
-            storage,
-            str(Path(str(images_dir)).resolve()),
-            root,
-            cfg.importing,
-        )
-    split, states["split"] = _call("split", split_dataset, storage, imported, root, cfg.split)
+        sources.append(record)
+    split, states["split"] = _call("split", split_dataset, sources, root, cfg.split, refresh=refresh)
     dataset, states["preprocess"] = _call(
-        "preprocess", preprocess_images, storage, split, root, cfg.preprocess
+        "preprocess", preprocess_images, split, root, cfg.preprocess, refresh=refresh
     )
-    run_id = _run_id()
     # The gate: a blocking failure raises here, before any training starts.
     _, states["validate"] = _call(
-        "validate", validate_dataset, storage, dataset, root, cfg.validate_, run_id
+        "validate", validate_dataset, dataset, root, cfg.validate_, run_id, refresh=refresh
     )
     if train_deployment:
         with stage("train", WHAT_TO_DO["train"]):
-            model, states["train"] = _train_remote(train_deployment, dataset, root, cfg)
+            model, states["train"] = _train_remote(train_deployment, dataset, root, cfg, refresh)
     else:
-        model, states["train"] = _call("train", train, storage, dataset, root, cfg.train)
+        model, states["train"] = _call("train", train, dataset, root, cfg.train, refresh=refresh)
     evaluation, states["evaluate"] = _call(
-        "evaluate", evaluate, storage, model, dataset, root, cfg.evaluate, _run_id()
+        "evaluate", evaluate, model, dataset, root, cfg.evaluate, run_id, refresh=refresh
     )
     registration, states["register"] = _call(
-        "register", register_model, storage, model, dataset, evaluation, root, cfg.registry
+        "register", register_model, model, dataset, evaluation, root, cfg.registry
     )
     logger.info("stage states: %s", states)
     logger.info("promotion: %s", registration.summary)
     logger.info("report: %s", evaluation.report_html)
     return {
+        "run_id": run_id,
         "states": states,
         "report_dir": evaluation.report_dir,
         "report_html": evaluation.report_html,

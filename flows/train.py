@@ -8,20 +8,22 @@ root, keyed by content, so the pipeline reads the result from there.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from braincls.config import TrainConfig
-from braincls.stages import DatasetRecord
+from braincls.data.stage import DatasetRecord
 from flows.failures import stage
-from tasks.training import train
+from tasks.train import train
 
 
 @flow(name="train-model", log_prints=True, timeout_seconds=12 * 3600)
 def train_flow(
-    dataset: dict[str, Any], data_root: str, config: TrainConfig | None = None
+    dataset: dict[str, Any],
+    data_root: str,
+    config: TrainConfig | None = None,
+    refresh: bool = False,
 ) -> dict[str, Any]:
     """Train on a dataset record (as written by the preprocess stage) under ``data_root``.
 
@@ -29,6 +31,7 @@ def train_flow(
         dataset: the preprocess stage's record (``manifests/dataset/<key>/record.json``).
         data_root: the data root shared with the pipeline (a shared volume in production).
         config: the training section of the pipeline configuration.
+        refresh: train from scratch even when a finished model of the same key exists.
     """
     cfg = config or TrainConfig()
     with stage(
@@ -37,14 +40,11 @@ def train_flow(
         "and a data root this worker can read",
     ):
         record = DatasetRecord(**dataset)
-    storage = Path(data_root) / ".prefect-results"
     with stage(
         f"training {cfg.model} on {record.source}",
         "read the training logs above; for out-of-memory lower train.batch_size, for a time-out "
         "lower train.epochs or use the gpu pool, then rerun (training resumes from the last "
         "finished epoch)",
     ):
-        model = train.with_options(result_storage=storage, persist_result=True)(
-            record, data_root, cfg
-        )
+        model = train(record, data_root, cfg, refresh=refresh)
     return asdict(model)

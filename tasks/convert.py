@@ -6,42 +6,42 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
+from braincls.common.layout import DataLayout
 from braincls.config import ConvertConfig
 from braincls.convert import SeriesResult, SeriesUnit, convert_series, pending_series
-from braincls.common.layout import DataLayout
-from braincls.stages import ImportRecord, convert_key, read_quarantine, run_convert
-from tasks.common import HOUR, TRANSIENT_IO, content_key, retry_on
+from braincls.convert.stage import run_convert
+from braincls.data.stage import SourceRecord
+from tasks.common import HOUR, TRANSIENT_IO, finished, retry_on, stage_task
 
 
 def _labels(path: str | None) -> Path | None:
     return Path(path) if path else None
 
 
-@task(
-    name="convert-dicom",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key(
-        "convert",
-        lambda p: convert_key([Path(s) for s in p["sources"]], _labels(p["labels"]), p["config"]),
-    ),
-    timeout_seconds=6 * HOUR,
-    tags=["braincls", "data", "dicom"],
-)
+@stage_task("convert-dicom", timeout_seconds=6 * HOUR, tags=["data", "dicom"])
 def convert_dicom(
-    sources: list[str], data_root: str, config: ConvertConfig, labels: str | None = None
-) -> ImportRecord:
+    sources: list[str],
+    data_root: str,
+    config: ConvertConfig,
+    labels: str | None = None,
+    refresh: bool = False,
+) -> SourceRecord | State:
     """Convert DICOM folders into one images manifest (series already converted are reused).
 
     Conversion and quarantine counts go to the dashboard as the ``conversion-summary`` table.
     """
-    record = run_convert(
-        [Path(s) for s in sources], DataLayout(Path(data_root)), config, _labels(labels)
+    outcome = run_convert(
+        [Path(s) for s in sources],
+        DataLayout(Path(data_root)),
+        config,
+        _labels(labels),
+        refresh=refresh,
     )
-    quarantine = read_quarantine(record)
-    reasons = quarantine["reason"].value_counts().sort_index()
+    record = outcome.record
+    reasons = record.summary.get("set_aside_by_reason", {})
     create_table_artifact(
         key="conversion-summary",
         table=[
@@ -50,19 +50,12 @@ def convert_dicom(
             {"what": "set aside", "count": record.n_quarantined},
             *({"what": f"set aside: {reason}", "count": int(n)} for reason, n in reasons.items()),
         ],
-        description=f"DICOM conversion of {record.source}: images, patients, files set aside by reason",
+        description=f"DICOM conversion of {record.name}: images, patients, files set aside by reason",
     )
-    return record
+    return finished(outcome)
 
 
-@task(
-    name="plan-conversion",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    timeout_seconds=HOUR,
-    tags=["braincls", "dicom"],
-)
+@stage_task("plan-conversion", timeout_seconds=HOUR, tags=["dicom"])
 def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -> list[SeriesUnit]:
     """The series under ``sources`` not yet converted (one unit per series key)."""
     converted = DataLayout(Path(data_root)).converted
@@ -75,6 +68,8 @@ def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=retry_on(*TRANSIENT_IO),
+    cache_policy=NO_CACHE,
+    persist_result=False,
     tags=["braincls", "dicom"],
 )
 def convert_one_series(unit: SeriesUnit, data_root: str, config: ConvertConfig) -> SeriesResult:

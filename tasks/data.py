@@ -4,64 +4,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import State
 
-from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
 from braincls.common.layout import DataLayout
-from braincls.stages import (
+from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
+from braincls.data.stage import (
     DatasetRecord,
-    ImportRecord,
+    SourceRecord,
     SplitRecord,
-    import_key,
-    preprocess_key_for,
-    read_quarantine,
+    read_source_quarantine,
     run_import,
     run_preprocess,
     run_split,
-    split_key,
 )
-from tasks.common import HOUR, MINUTE, TRANSIENT_IO, content_key, markdown_table, retry_on
+from tasks.common import HOUR, MINUTE, finished, markdown_table, stage_task
 
 
-@task(
-    name="import-images",
-    timeout_seconds=2 * HOUR,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key("import", lambda p: import_key(Path(p["images_dir"]), p["config"])),
-    tags=["braincls", "data"],
-)
-def import_images(images_dir: str, data_root: str, config: ImportConfig) -> ImportRecord:
-    """Import a class-per-folder image set; quarantined files are listed as an artifact."""
-    record = run_import(Path(images_dir), DataLayout(Path(data_root)), config)
-    quarantine = read_quarantine(record)
+@stage_task("import-images", timeout_seconds=2 * HOUR, tags=["data"])
+def import_images(
+    images_dir: str, data_root: str, config: ImportConfig, refresh: bool = False
+) -> SourceRecord | State:
+    """Import a class-per-folder image set; quarantined files are listed as an artifact
+    (paths relative to the image folder only)."""
+    outcome = run_import(Path(images_dir), DataLayout(Path(data_root)), config, refresh=refresh)
+    record = outcome.record
+    quarantine = read_source_quarantine(record)[["relative_path", "reason"]]
     create_markdown_artifact(
         key="import-summary",
         markdown=(
-            f"## Import of `{record.source}`\n\n"
+            f"## Import of `{record.name}`\n\n"
             f"{record.n_images} images in classes {', '.join(record.class_names)}; "
             f"{record.n_groups} near-duplicate groups; {record.n_quarantined} files set aside.\n\n"
             + markdown_table(quarantine.head(20).to_dict("records"))
         ),
         description="Images imported, near-duplicate groups and quarantined files",
     )
-    return record
+    return finished(outcome)
 
 
-@task(
-    name="split-dataset",
-    timeout_seconds=30 * MINUTE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key("split", lambda p: split_key(p["record"], p["config"])),
-    tags=["braincls", "data"],
-)
-def split_dataset(record: ImportRecord, data_root: str, config: SplitConfig) -> SplitRecord:
+@stage_task("split-dataset", timeout_seconds=30 * MINUTE, tags=["data"])
+def split_dataset(
+    sources: list[SourceRecord], data_root: str, config: SplitConfig, refresh: bool = False
+) -> SplitRecord | State:
     """Assign train / val / test by group; the counts go to the dashboard."""
-    out = run_split(record, DataLayout(Path(data_root)), config)
+    outcome = run_split(sources, DataLayout(Path(data_root)), config, refresh=refresh)
+    out = outcome.record
     rows = [
         {"split": split, **{label: out.counts[split].get(label, 0) for label in out.class_names}}
         for split in ("train", "val", "test")
@@ -71,20 +59,12 @@ def split_dataset(record: ImportRecord, data_root: str, config: SplitConfig) -> 
         table=rows,
         description=f"Images per split and class ({out.strategy} split, seed {config.seed})",
     )
-    return out
+    return finished(outcome)
 
 
-@task(
-    name="preprocess-images",
-    timeout_seconds=4 * HOUR,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    cache_key_fn=content_key("preprocess", lambda p: preprocess_key_for(p["record"], p["config"])),
-    tags=["braincls", "data"],
-)
+@stage_task("preprocess-images", timeout_seconds=4 * HOUR, tags=["data"])
 def preprocess_images(
-    record: SplitRecord, data_root: str, config: PreprocessConfig
-) -> DatasetRecord:
+    record: SplitRecord, data_root: str, config: PreprocessConfig, refresh: bool = False
+) -> DatasetRecord | State:
     """Store every image at the training size, once per content and config."""
-    return run_preprocess(record, DataLayout(Path(data_root)), config)
+    return finished(run_preprocess(record, DataLayout(Path(data_root)), config, refresh=refresh))

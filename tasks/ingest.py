@@ -11,12 +11,6 @@ from prefect.concurrency.sync import concurrency
 
 from braincls.config import TciaConfig
 from braincls.ingest import NbiaClient
-from braincls.ingest.errors import (
-    TciaRequestError,
-    TciaServerError,
-    TciaTimeoutError,
-    TciaTransportError,
-)
 from braincls.ingest.collection import (
     IngestFailure,
     IngestPlan,
@@ -24,6 +18,12 @@ from braincls.ingest.collection import (
     ingest_series,
     plan_ingest,
     watch,
+)
+from braincls.ingest.errors import (
+    TciaRequestError,
+    TciaServerError,
+    TciaTimeoutError,
+    TciaTransportError,
 )
 from braincls.ingest.records import SeriesRecord
 from tasks.common import HOUR, MINUTE, retry_on

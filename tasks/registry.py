@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from braincls.config import RegistryConfig
-from braincls.evaluate.evaluation import EvaluationRecord
 from braincls.common.layout import DataLayout
-from braincls.stages import DatasetRecord, ModelRecord, RegistrationRecord, run_register
-from tasks.common import MINUTE, TRANSIENT_IO, retry_on
+from braincls.config import RegistryConfig
+from braincls.data.stage import DatasetRecord
+from braincls.evaluate.stage import EvaluationRecord
+from braincls.registry.stage import RegistrationRecord, run_register
+from braincls.train.stage import ModelRecord
+from tasks.common import MINUTE, stage_task
 
 
-@task(
-    name="register-model",
-    timeout_seconds=10 * MINUTE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_on(*TRANSIENT_IO),
-    tags=["braincls", "registry"],
-)
+@stage_task("register-model", timeout_seconds=10 * MINUTE, tags=["registry"])
 def register_model(
     model: ModelRecord,
     dataset: DatasetRecord,
@@ -30,7 +24,7 @@ def register_model(
     config: RegistryConfig,
 ) -> RegistrationRecord:
     """Register the model version; promote it only if it passes the floors and is not worse
-    than the champion on the same test data. Not cached: the champion may have changed."""
+    than the champion on the same test data. Never reused: the champion may have changed."""
     outcome = run_register(model, dataset, evaluation, DataLayout(Path(data_root)), config)
     reasons = "\n".join(f"- {reason}" for reason in outcome.reasons)
     create_markdown_artifact(

@@ -39,6 +39,12 @@ def br35h_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def brats_dir() -> Path:
+    """The 16 real BraTS glioma cases (NIfTI). Their absence fails under CI."""
+    return _shared("brats")
+
+
+@pytest.fixture(scope="session")
 def real_dicom_dir() -> Path:
     """The two real MR series. Their absence fails under CI."""
     return _shared("dicom")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 def prepare(out: Path, n_images: int, image_size_px: int, seed: int) -> None:
     """Phantom PNGs through braincls' default preprocessing, packed as uint8 arrays."""
     from braincls.config import PreprocessConfig
-    from devkit.phantom import generate_image_set
     from braincls.data.preprocess import preprocess_file
+    from devkit.phantom import generate_image_set
 
     config = PreprocessConfig(image_size_px=image_size_px)
     with tempfile.TemporaryDirectory(prefix="braincls-gpu-phantom-") as tmp:

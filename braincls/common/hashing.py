@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 _CHUNK_BYTES = 1 << 20
@@ -38,3 +39,9 @@ def tree_listing_hash(root: Path) -> str:
         except OSError:
             digest.update(f"{path.relative_to(root).as_posix()}\0unreadable\n".encode())
     return digest.hexdigest()
+
+
+def stable_hash(value: object) -> str:
+    """SHA-256 hex digest of ``value`` serialised as canonical JSON (sorted keys)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -47,11 +47,6 @@ class DataLayout:
         """Evaluation reports, one folder per run id."""
         return self.root / "reports"
 
-    @property
-    def cache(self) -> Path:
-        """Prefect task results (the cache) for this data root."""
-        return self.root / ".prefect-results"
-
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, in POSIX form."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()

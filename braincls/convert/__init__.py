@@ -18,6 +18,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from braincls.convert.files import RenderedFrame, render_frame
+    from braincls.convert.labels import LabelsError, LabelTable, load_labels
+    from braincls.convert.reading import Reason, SetAside, read_dataset
     from braincls.convert.series import (
         CONVERTER_VERSION,
         ConversionError,
@@ -26,9 +29,6 @@ if TYPE_CHECKING:
         convert_series,
         series_key,
     )
-    from braincls.convert.files import RenderedFrame, render_frame
-    from braincls.convert.labels import LabelsError, LabelTable, load_labels
-    from braincls.convert.reading import Reason, SetAside, read_dataset
     from braincls.convert.tree import (
         DICOM_MANIFEST_COLUMNS,
         DICOM_QUARANTINE_COLUMNS,

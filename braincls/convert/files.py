@@ -20,8 +20,8 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
+from braincls.common.hashing import sha256_bytes
 from braincls.config import ConvertConfig
-from braincls.data.images import perceptual_hash
 from braincls.convert import pixels
 from braincls.convert.reading import (
     FrameAttributes,
@@ -45,7 +45,7 @@ from braincls.convert.reading import (
     transfer_syntax,
     unwrap_gzip,
 )
-from braincls.common.hashing import sha256_bytes
+from braincls.data.fingerprint import perceptual_hash
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from braincls.config import stable_hash
+from braincls.common.hashing import stable_hash
 
 #: Identifier levels, most specific first, with the normalised CSV header naming each.
 LEVELS: tuple[tuple[str, str], ...] = (

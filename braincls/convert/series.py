@@ -32,11 +32,12 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from braincls.common.atomic import atomic_dir, write_json, write_parquet
-from braincls.config import ConvertConfig, stable_hash
+from braincls.common.hashing import stable_hash
+from braincls.common.tables import empty_frame
+from braincls.config import ConvertConfig
 from braincls.convert import pixels
 from braincls.convert.files import FileOutcome, FrameOutcome, convert_files
 from braincls.convert.reading import Reason, is_ignored, md5_file
-from braincls.common.tables import empty_frame
 
 logger = logging.getLogger(__name__)
 
@@ -374,18 +375,23 @@ def read_series_record(series_dir: Path) -> dict[str, object]:
 
 
 def convert_series(
-    series: SeriesUnit | Path, out_root: Path, config: ConvertConfig | None = None
+    series: SeriesUnit | Path,
+    out_root: Path,
+    config: ConvertConfig | None = None,
+    *,
+    refresh: bool = False,
 ) -> SeriesResult:
     """Convert one series (a :class:`SeriesUnit`, or every file under a folder) in this process.
 
     Writes ``out_root/<series key>/`` atomically and returns counts; when that folder already
-    holds a finished conversion nothing is read or written (``cached=True``).
+    holds a finished conversion nothing is read or written (``cached=True``), unless
+    ``refresh`` asks for the series to be converted again.
     """
     config = config or ConvertConfig()
     unit = series if isinstance(series, SeriesUnit) else SeriesUnit.from_directory(Path(series))
     key = series_key(unit.md5s, config)
     target = Path(out_root) / key
-    if is_complete(target):
+    if is_complete(target) and not refresh:
         record = read_series_record(target)
         return SeriesResult(
             key, target, True, int(str(record["images"])), int(str(record["set_aside"]))

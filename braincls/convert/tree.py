@@ -32,7 +32,16 @@ import cv2
 import pandas as pd
 
 from braincls.common.atomic import atomic_dir, write_json, write_parquet
-from braincls.config import ConvertConfig, stable_hash
+from braincls.common.hashing import stable_hash
+from braincls.common.tables import IMAGE_COLUMNS, QUARANTINE_COLUMNS, coerce, empty_frame
+from braincls.config import ConvertConfig
+from braincls.convert.files import FileOutcome, convert_files, scan_file
+from braincls.convert.labels import LabelTable
+from braincls.convert.reading import (
+    Reason,
+    is_ignored,
+    pseudonymize,
+)
 from braincls.convert.series import (
     CONVERTER_VERSION,
     IMAGES_PART,
@@ -44,14 +53,6 @@ from braincls.convert.series import (
     is_complete,
     series_key,
 )
-from braincls.convert.files import FileOutcome, convert_files, scan_file
-from braincls.convert.labels import LabelTable
-from braincls.convert.reading import (
-    Reason,
-    is_ignored,
-    pseudonymize,
-)
-from braincls.common.tables import IMAGE_COLUMNS, QUARANTINE_COLUMNS, coerce, empty_frame
 
 logger = logging.getLogger(__name__)
 
@@ -303,7 +304,9 @@ def _process_pool(workers: int) -> Iterator[Executor | None]:
     context: multiprocessing.context.BaseContext
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["braincls.convert.files"])  # and pandas, via braincls.data.images
+        context.set_forkserver_preload(
+            ["braincls.convert.files"]
+        )  # and pandas, via braincls.data.images
     else:
         context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -578,14 +581,16 @@ def convert_tree(
     *,
     workers: int | None = None,
     manifest_dir: Path | None = None,
+    refresh: bool = False,
 ) -> ConversionResult:
     """Convert every DICOM file under ``src_dir`` (any layout) into PNGs under ``out_root``.
 
     Only series whose key folder is missing are converted; the manifests are written to
     ``manifest_dir``, by default ``out_root/manifests/<run key>/`` where the run key covers the
     series keys, their file paths, the labels and the config (same inputs, same paths).
-    ``workers`` overrides ``config.workers`` (0: one per CPU). Files that cannot be converted
-    are set aside, never raised; :class:`ConversionError` means the run itself failed.
+    ``workers`` overrides ``config.workers`` (0: one per CPU); ``refresh`` converts every series
+    again, finished or not. Files that cannot be converted are set aside, never raised;
+    :class:`ConversionError` means the run itself failed.
 
     Images without a label (no ``labels`` at all, or no matching row) are converted and cached
     but listed in the quarantine with reason ``unlabelled`` instead of the images manifest,
@@ -617,7 +622,7 @@ def convert_tree(
         keys = [series_key(unit.md5s, config) for unit in units]
         pending: dict[str, SeriesUnit] = {}
         for key, unit in zip(keys, units, strict=True):
-            if key not in pending and not is_complete(out_root / key):
+            if key not in pending and (refresh or not is_complete(out_root / key)):
                 pending[key] = unit
         logger.info(
             "%s: %d files in %d series units, %d to convert (%d workers)",
@@ -630,7 +635,7 @@ def convert_tree(
         pending_files = sum(len(unit.files) for unit in pending.values())
         if executor is None or pending_files < MIN_FILES_TO_CONVERT_IN_POOL:
             for unit in pending.values():
-                convert_series(unit, out_root, config)
+                convert_series(unit, out_root, config, refresh=refresh)
         else:
             _convert_parallel(pending, out_root, config, executor, count)
 

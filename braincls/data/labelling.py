@@ -23,6 +23,9 @@ LABEL_CLASSES: tuple[str, str] = (NO_TUMOUR, TUMOUR)
 #: Why a slice with a segmentation gets no label.
 AMBIGUOUS = "ambiguous_tumour_area"
 NO_BRAIN = "no_brain"
+UNSELECTED_ONLY = "unselected_segments_only"
+#: Every reason of the rule: slices set aside by design, not faults of the data.
+RULE_REASONS: tuple[str, ...] = (AMBIGUOUS, NO_BRAIN, UNSELECTED_ONLY)
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,26 @@ class SliceLabel:
 
 
 def label_slice(
-    tumour_area_mm2: float, brain_area_mm2: float, rule: LabelRuleConfig
+    tumour_area_mm2: float,
+    brain_area_mm2: float,
+    rule: LabelRuleConfig,
+    unselected_area_mm2: float = 0.0,
 ) -> SliceLabel:
     """Apply the rule: ``yes`` at or above the tumour threshold, ``no`` when nothing is segmented
-    and the brain is present, otherwise set aside (ambiguous sliver, or too little brain)."""
+    and the brain is present, otherwise set aside (ambiguous sliver, or too little brain).
+
+    ``unselected_area_mm2`` is the area of segments the rule does not count (e.g. edema when
+    only enhancing tumour counts): a slice showing only those is not tumour-free, so it is set
+    aside rather than called ``no``.
+    """
     tumour = float(tumour_area_mm2)
     brain = float(brain_area_mm2)
     if tumour > 0 and tumour >= rule.min_tumour_area_mm2:
         return SliceLabel(TUMOUR, None, tumour, brain)
     if tumour > 0:
         return SliceLabel(None, AMBIGUOUS, tumour, brain)
+    if unselected_area_mm2 > 0:
+        return SliceLabel(None, UNSELECTED_ONLY, tumour, brain)
     if brain >= rule.min_brain_area_mm2:
         return SliceLabel(NO_TUMOUR, None, tumour, brain)
     return SliceLabel(None, NO_BRAIN, tumour, brain)

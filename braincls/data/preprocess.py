@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from braincls.common.atomic import write_bytes
-from braincls.config import PreprocessConfig, stable_hash
-from braincls.data.images import decode_image, to_gray
+from braincls.common.hashing import stable_hash
 from braincls.common.layout import DataLayout
 from braincls.common.tables import PREPROCESSED_COLUMNS
+from braincls.config import PreprocessConfig
+from braincls.data.images import decode_image, to_gray
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,15 @@ def encode_png(gray: np.ndarray) -> bytes:
 
 
 def preprocess_manifest(
-    manifest: pd.DataFrame, layout: DataLayout, config: PreprocessConfig
+    manifest: pd.DataFrame,
+    layout: DataLayout,
+    config: PreprocessConfig,
+    *,
+    overwrite: bool = False,
 ) -> tuple[pd.DataFrame, int]:
     """Store every image of ``manifest`` once; return the manifest with image columns and the
-    number of images actually written (0 when all were stored before)."""
+    number of images actually written (0 when all were stored before). ``overwrite`` writes
+    every image again (a refresh)."""
     key = preprocess_key(config)
     folder = layout.images / key
     paths: list[str] = []
@@ -134,7 +140,11 @@ def preprocess_manifest(
     written = 0
     for source_path, digest in zip(manifest["source_path"], manifest["sha256"], strict=True):
         target = folder / str(digest)[:2] / f"{digest}.png"
-        gray = cv2.imread(str(target), cv2.IMREAD_GRAYSCALE) if target.is_file() else None
+        gray = (
+            cv2.imread(str(target), cv2.IMREAD_GRAYSCALE)
+            if target.is_file() and not overwrite
+            else None
+        )
         if gray is None:
             gray = preprocess_file(Path(str(source_path)), config)
             write_bytes(target, encode_png(gray))

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
-from braincls.common.atomic import write_json
-from braincls.config import EvaluateConfig
 from braincls.common.tables import SPLIT_COLUMN
+from braincls.config import EvaluateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,59 +28,6 @@ SPLIT_DESCRIPTIONS = {
 
 class EvaluationError(RuntimeError):
     """The model or the data cannot be evaluated."""
-
-
-@dataclass(frozen=True)
-class EvaluationRecord:
-    """Output of the evaluation stage."""
-
-    key: str
-    run_id: str
-    report_dir: str
-    report_html: str
-    report_md: str
-    metrics_path: str
-    metrics: dict[str, Any]
-    plots: dict[str, str] = field(default_factory=dict)
-
-
-def load_images(paths: list[str], image_size_px: int) -> np.ndarray:
-    """Stored 8-bit PNGs as a (n, size, size, 1) uint8 array (read with OpenCV, no TensorFlow)."""
-    batch = np.empty((len(paths), image_size_px, image_size_px, 1), np.uint8)
-    for index, path in enumerate(paths):
-        image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise EvaluationError(f"{path}: stored image missing or unreadable")
-        if image.shape != (image_size_px, image_size_px):
-            raise EvaluationError(
-                f"{path}: {image.shape[1]}x{image.shape[0]} px, the model takes {image_size_px} px"
-            )
-        batch[index, :, :, 0] = image
-    return batch
-
-
-def load_model(model_path: Path) -> Any:
-    """Load a saved braincls model (custom layers registered first), uncompiled."""
-    import keras
-
-    import braincls.model.layers  # noqa: F401  (registers the custom layers for deserialisation)
-
-    return keras.saving.load_model(model_path, compile=False)
-
-
-def predict_probabilities(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """P(positive class) per image, float64, from a sigmoid model."""
-    if len(images) == 0:
-        return np.empty(0, np.float64)
-    output = model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return np.asarray(output, dtype=np.float64).reshape(-1)
-
-
-def _split_part(dataset: pd.DataFrame, split: str, data_root: Path) -> tuple[list[str], np.ndarray]:
-    part = dataset[dataset[SPLIT_COLUMN] == split]
-    return [str(data_root / str(p)) for p in part["image_path"]], part["label_index"].to_numpy(
-        np.int64
-    )
 
 
 def _finite(value: Any) -> Any:
@@ -158,6 +103,184 @@ def split_strategy_name(strategy: str, dataset: pd.DataFrame) -> str:
     return "grouped_by_near_duplicate"
 
 
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate_model` wrote and measured."""
+
+    report_dir: Path
+    report_html: Path
+    report_md: Path
+    metrics_path: Path
+    predictions_path: Path
+    threshold: float
+    threshold_rule: str
+    #: Headline test metrics with their intervals and the data they come from.
+    summary: dict[str, Any]
+    plots: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredSplit:
+    """One split of a dataset scored by a model: its rows, labels, probabilities, images."""
+
+    rows: pd.DataFrame
+    labels: np.ndarray
+    probabilities: np.ndarray
+    images: np.ndarray
+
+
+def score_split(
+    model: Any, dataset: pd.DataFrame, split: str, data_root: Path, image_size_px: int
+) -> ScoredSplit:
+    """P(positive) of every stored image of ``split`` (the same code path prediction uses)."""
+    from braincls.data.stored import load_stored_images, split_images
+    from braincls.model.saved import predict_probabilities
+
+    paths, labels = split_images(dataset, split, data_root)
+    images = (
+        load_stored_images(paths, image_size_px)
+        if paths
+        else np.empty((0, image_size_px, image_size_px, 1), np.uint8)
+    )
+    return ScoredSplit(
+        rows=dataset[dataset[SPLIT_COLUMN] == split],
+        labels=labels,
+        probabilities=predict_probabilities(model, images),
+        images=images,
+    )
+
+
+def _classes_present(labels: np.ndarray) -> set[int]:
+    return {int(v) for v in np.unique(labels)}
+
+
+def draw_plots(
+    test: ScoredSplit,
+    result: dict[str, Any],
+    config: EvaluateConfig,
+    class_names: list[str],
+    report_dir: Path,
+    *,
+    subtitle: str,
+    history: dict[str, list[float]] | None,
+    model: Any,
+) -> dict[str, Path]:
+    """The report's plots. ROC and PR curves need both classes: data of one class (healthy
+    volunteers only, say) gets the confusion matrix and calibration only, and a note."""
+    from braincls.evaluate.plots import (
+        plot_confusion_matrix,
+        plot_gradcam_grid,
+        plot_pr_curve,
+        plot_reliability_diagram,
+        plot_roc_curve,
+        plot_training_curves,
+    )
+
+    metrics = result["metrics"]
+    threshold = result["threshold"]
+    confusion = np.array(
+        [[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]], dtype=np.int64
+    )
+    plots: dict[str, Path] = {
+        "confusion_matrix": plot_confusion_matrix(
+            confusion, class_names, report_dir / "confusion_matrix.png", subtitle=subtitle
+        ),
+        "reliability": plot_reliability_diagram(
+            test.labels,
+            test.probabilities,
+            report_dir / "reliability.png",
+            n_bins=config.calibration_bins,
+            ece=metrics.get("ece"),
+            subtitle=subtitle,
+        ),
+    }
+    if len(_classes_present(test.labels)) == 2:
+        interval = result["intervals"].get("roc_auc")
+        plots["roc"] = plot_roc_curve(
+            test.labels,
+            test.probabilities,
+            report_dir / "roc.png",
+            threshold=threshold,
+            roc_auc_interval=tuple(interval) if interval and None not in interval else None,
+            subtitle=subtitle,
+        )
+        plots["pr"] = plot_pr_curve(
+            test.labels,
+            test.probabilities,
+            report_dir / "pr.png",
+            threshold=threshold,
+            subtitle=subtitle,
+        )
+    if history and history.get("loss"):
+        plots["training_curves"] = plot_training_curves(history, report_dir / "training_curves.png")
+    if config.gradcam_examples_per_category > 0 and len(test.labels):
+        try:
+            from braincls.model.gradcam import explain_examples, select_examples
+
+            chosen = select_examples(
+                test.labels, test.probabilities, threshold, config.gradcam_examples_per_category
+            )
+            rows = explain_examples(model, test.images, test.probabilities, chosen)
+            plots["gradcam"] = plot_gradcam_grid(rows, report_dir / "gradcam.png")
+        except Exception as error:  # Grad-CAM is an aid; its failure must not lose the report.
+            logger.warning("Grad-CAM skipped: %s", error)
+    return plots
+
+
+def predictions_table(test: ScoredSplit, threshold: float) -> pd.DataFrame:
+    """One row per test image: sample id, source, label, P(positive), predicted class."""
+    return pd.DataFrame(
+        {
+            "sample_id": test.rows["sample_id"].to_numpy(),
+            "source": test.rows["source"].to_numpy(),
+            "split": "test",
+            "label_index": test.labels,
+            "p_positive": test.probabilities,
+            "predicted_index": (test.probabilities >= threshold).astype(np.int64),
+        }
+    )
+
+
+def split_counts(dataset: pd.DataFrame, class_names: list[str]) -> dict[str, dict[str, int]]:
+    """Images per split and class."""
+    return {
+        split: {
+            name: int(((dataset[SPLIT_COLUMN] == split) & (dataset["label"] == name)).sum())
+            for name in class_names
+        }
+        for split in ("train", "val", "test")
+    }
+
+
+def headline(
+    result: dict[str, Any], ctx: Any, model_name: str, by_source: pd.DataFrame
+) -> dict[str, Any]:
+    """The evaluation record's summary of the test metrics, with where they come from."""
+    metrics = result["metrics"]
+    return {
+        "accuracy": metrics["accuracy"],
+        "accuracy_at_0_5": result["accuracy_at_0_5"],
+        "roc_auc": metrics["roc_auc"],
+        "sensitivity": metrics["sensitivity"],
+        "specificity": metrics["specificity"],
+        "threshold": result["threshold"],
+        "split": ctx.split_strategy,
+        "model": model_name,
+        "n_train": ctx.count("train"),
+        "n_val": ctx.count("val"),
+        "n_test": ctx.count("test"),
+        "intervals": result["intervals"],
+        "notes": list(result["notes"]),
+        "by_source": [
+            {
+                key: _finite(value) if isinstance(value, float) else value
+                for key, value in row.items()
+            }
+            for row in by_source.to_dict("records")
+        ],
+    }
+
+
 def evaluate_model(
     model_path: Path,
     dataset: pd.DataFrame,
@@ -173,26 +296,19 @@ def evaluate_model(
     history: dict[str, list[float]] | None = None,
     data_hash: str | None = None,
     model_version: str | None = None,
-) -> EvaluationRecord:
+) -> EvaluationResult:
     """Evaluate a saved model on the dataset's test split; write plots and the report.
 
     The threshold is chosen on the ``val`` split (by ``config.threshold_rule``) before the test
     predictions are looked at. Writes ``report.html`` (self-contained), ``report.md``,
     ``metrics.json``, the plots and ``predictions.parquet`` (sample id, split, label, P(tumor))
-    under ``report_dir``.
+    under ``report_dir``. Every metric is also given per source (``by_source``).
     """
     from braincls import __version__
     from braincls.common.atomic import write_parquet
     from braincls.evaluate.metrics import metrics_by_group, multiclass_report
-    from braincls.evaluate.plots import (
-        plot_confusion_matrix,
-        plot_gradcam_grid,
-        plot_pr_curve,
-        plot_reliability_diagram,
-        plot_roc_curve,
-        plot_training_curves,
-    )
     from braincls.evaluate.report import ReportContext, write_report
+    from braincls.model.saved import load_model
 
     data_root = Path(data_root)
     report_dir = Path(report_dir)
@@ -200,113 +316,68 @@ def evaluate_model(
         raise EvaluationError(f"binary evaluation needs two classes, got {class_names}")
     model = load_model(model_path)
     image_size_px = int(model.input_shape[1])
-    val_paths, y_val = _split_part(dataset, "val", data_root)
-    test_paths, y_test = _split_part(dataset, "test", data_root)
     fixed = config.threshold_rule == "fixed"
-    if len(test_paths) == 0 or (len(val_paths) == 0 and not fixed):
+    val = score_split(model, dataset, "val", data_root, image_size_px) if not fixed else None
+    test = score_split(model, dataset, "test", data_root, image_size_px)
+    if len(test.labels) == 0 or (val is not None and len(val.labels) == 0):
         raise EvaluationError(
-            f"evaluation needs val and test images; got {len(val_paths)} val, {len(test_paths)} test"
+            f"evaluation needs val and test images; got "
+            f"{0 if val is None else len(val.labels)} val, {len(test.labels)} test"
         )
-    p_val = (
-        predict_probabilities(model, load_images(val_paths, image_size_px))
-        if val_paths
-        else np.empty(0, np.float64)
+    empty = np.empty(0)
+    result = evaluate_predictions(
+        val.labels if val is not None else empty.astype(np.int64),
+        val.probabilities if val is not None else empty,
+        test.labels,
+        test.probabilities,
+        config,
     )
-    test_images = load_images(test_paths, image_size_px)
-    p_test = predict_probabilities(model, test_images)
-    result = evaluate_predictions(y_val, p_val, y_test, p_test, config)
     threshold = result["threshold"]
-    metrics = result["metrics"]
-    predicted = (p_test >= threshold).astype(np.int64)
-
     report_dir.mkdir(parents=True, exist_ok=True)
-    subtitle = f"test split of {source}, threshold {threshold:.3f} (chosen on val, {config.threshold_rule})"
-    confusion = np.array(
-        [[metrics["tn"], metrics["fp"]], [metrics["fn"], metrics["tp"]]], dtype=np.int64
+    chosen = "fixed at training" if fixed else f"chosen on val, {config.threshold_rule}"
+    subtitle = f"test split of {source}, threshold {threshold:.3f} ({chosen})"
+    plots = draw_plots(
+        test,
+        result,
+        config,
+        class_names,
+        report_dir,
+        subtitle=subtitle,
+        history=history,
+        model=model,
     )
-    plots: dict[str, Path] = {
-        "confusion_matrix": plot_confusion_matrix(
-            confusion, class_names, report_dir / "confusion_matrix.png", subtitle=subtitle
-        ),
-        "roc": plot_roc_curve(
-            y_test,
-            p_test,
-            report_dir / "roc.png",
-            threshold=threshold,
-            roc_auc_interval=tuple(result["intervals"]["roc_auc"])
-            if "roc_auc" in result["intervals"]
-            else None,
-            subtitle=subtitle,
-        ),
-        "pr": plot_pr_curve(
-            y_test, p_test, report_dir / "pr.png", threshold=threshold, subtitle=subtitle
-        ),
-        "reliability": plot_reliability_diagram(
-            y_test,
-            p_test,
-            report_dir / "reliability.png",
-            n_bins=config.calibration_bins,
-            ece=metrics.get("ece"),
-            subtitle=subtitle,
-        ),
-    }
-    if history and history.get("loss"):
-        plots["training_curves"] = plot_training_curves(history, report_dir / "training_curves.png")
-    if config.gradcam_examples_per_category > 0:
-        try:
-            from braincls.model.gradcam import explain_examples, select_examples
-
-            chosen = select_examples(
-                y_test, p_test, threshold, config.gradcam_examples_per_category
-            )
-            rows = explain_examples(model, test_images, p_test, chosen)
-            plots["gradcam"] = plot_gradcam_grid(rows, report_dir / "gradcam.png")
-        except Exception as error:  # Grad-CAM is an aid; its failure must not lose the report.
-            logger.warning("Grad-CAM skipped: %s", error)
-
-    test_part = dataset[dataset[SPLIT_COLUMN] == "test"]
-    predictions = pd.DataFrame(
-        {
-            "sample_id": test_part["sample_id"].to_numpy(),
-            "source": test_part["source"].to_numpy(),
-            "split": "test",
-            "label_index": y_test,
-            "p_positive": p_test,
-            "predicted_index": predicted,
-        }
+    predictions = predictions_table(test, threshold)
+    predictions_path = write_parquet(report_dir / "predictions.parquet", predictions)
+    by_source = metrics_by_group(
+        predictions,
+        "source",
+        threshold=threshold,
+        prob_col="p_positive",
+        calibration_bins=config.calibration_bins,
     )
-    write_parquet(report_dir / "predictions.parquet", predictions)
-    per_source = None
-    if predictions["source"].nunique() > 1:
-        per_source = metrics_by_group(
-            predictions, "source", threshold=threshold, prob_col="p_positive"
-        )
-    counts = {
-        split: {
-            name: int(((dataset[SPLIT_COLUMN] == split) & (dataset["label"] == name)).sum())
-            for name in class_names
-        }
-        for split in ("train", "val", "test")
-    }
+    metrics = result["metrics"]
     ctx = ReportContext(
         run_id=run_id,
         model_name=model_name,
         model_version=model_version,
         data_source=source,
         split_strategy=split_strategy_name(strategy, dataset),  # type: ignore[arg-type]
-        split_counts=counts,
+        split_counts=split_counts(dataset, class_names),
         class_names=class_names,
         metrics={k: (float("nan") if v is None else v) for k, v in metrics.items()},
         threshold=threshold,
         threshold_rule=config.threshold_rule,
+        threshold_split="training (fixed)" if fixed else "val",
         intervals={
             k: (float("nan") if lo is None else lo, float("nan") if hi is None else hi)
             for k, (lo, hi) in result["intervals"].items()
         },
         confidence_level=config.confidence_level,
         bootstrap_resamples=config.bootstrap_resamples,
-        classification_report=multiclass_report(y_test, predicted, class_names),
-        per_source_metrics=per_source,
+        classification_report=multiclass_report(
+            test.labels, predictions["predicted_index"].to_numpy(), class_names
+        ),
+        per_source_metrics=by_source,
         history=history,
         plots=plots,
         data_hash=data_hash,
@@ -314,139 +385,14 @@ def evaluate_model(
         notes=tuple(result["notes"]),
     )
     paths = write_report(report_dir, ctx)
-    summary = {
-        "accuracy": metrics["accuracy"],
-        "accuracy_at_0_5": result["accuracy_at_0_5"],
-        "roc_auc": metrics["roc_auc"],
-        "sensitivity": metrics["sensitivity"],
-        "specificity": metrics["specificity"],
-        "threshold": threshold,
-        "split": ctx.split_strategy,
-        "model": model_name,
-        "n_train": ctx.count("train"),
-        "n_val": ctx.count("val"),
-        "n_test": ctx.count("test"),
-        "intervals": result["intervals"],
-    }
-    return EvaluationRecord(
-        key="",
-        run_id=run_id,
-        report_dir=str(report_dir),
-        report_html=str(paths.html),
-        report_md=str(paths.markdown),
-        metrics_path=str(paths.metrics_json),
-        metrics=summary,
-        plots={k: str(v) for k, v in plots.items()},
-    )
-
-
-def write_evaluation_record(path: Path, record: EvaluationRecord) -> None:
-    """Persist an evaluation record next to its report."""
-    from dataclasses import asdict
-
-    write_json(path, asdict(record))
-
-
-def _converted_dicom(
-    dicom_dir: Path, labels_path: Path, layout: Any, model_classes: list[str]
-) -> pd.DataFrame:
-    """Convert a labelled DICOM folder (per-series cache under the data root) to a manifest
-    whose label indices follow the model's class order."""
-    from braincls.config import ConvertConfig
-    from braincls.convert import ConversionError, LabelsError, convert_tree, load_labels
-    from braincls.common.tables import read_manifest
-
-    try:
-        table = load_labels(labels_path)
-        result = convert_tree(dicom_dir, layout.converted, ConvertConfig(), table)
-    except (ConversionError, LabelsError) as error:
-        raise EvaluationError(str(error)) from error
-    unknown = sorted(set(table.classes) - set(model_classes))
-    if unknown:
-        raise EvaluationError(
-            f"{labels_path}: labels {unknown} are not classes of the model ({model_classes})"
-        )
-    frame = read_manifest(result.images_manifest)
-    if frame.empty:
-        raise EvaluationError(
-            f"{dicom_dir}: no labelled image ({result.set_aside} files set aside, "
-            f"{result.unlabelled} unlabelled); see {result.quarantine_table}"
-        )
-    frame["label_index"] = frame["label"].map(model_classes.index).astype("int64")
-    return frame
-
-
-def evaluate_external(
-    model_dir: Path,
-    images_dir: Path,
-    data_root: Path,
-    config: EvaluateConfig | None = None,
-    *,
-    run_id: str,
-    dicom_labels: Path | None = None,
-) -> EvaluationRecord:
-    """External validation: evaluate a saved model on every image of a labelled data set.
-
-    ``images_dir`` is a class-per-folder image set or, with ``dicom_labels`` (a labels table),
-    a folder of DICOM (e.g. a TCIA collection), converted like the pipeline converts it; its
-    classes may be a subset of the model's (e.g. healthy volunteers only). The images are
-    prepared exactly as the model's training images were (the preprocessing config saved with
-    the model); the decision threshold is the one fixed at training time (saved with the
-    model), never tuned on the external data. Every image is test data.
-    """
-    import json
-
-    from braincls.config import ImportConfig, PreprocessConfig
-    from braincls.data.images import import_image_folder
-    from braincls.common.layout import DataLayout
-    from braincls.data.preprocess import preprocess_manifest
-
-    model_dir = Path(model_dir)
-    record_path = model_dir / "train_record.json"
-    metadata_path = model_dir / "metadata.json"  # a registry version folder
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
-    elif metadata_path.is_file() and "train_record" in json.loads(metadata_path.read_text()):
-        record = json.loads(metadata_path.read_text())["train_record"]
-    else:
-        raise EvaluationError(
-            f"{model_dir}: not a braincls model folder (no train_record.json, no registry metadata.json)"
-        )
-    threshold = float(record.get("threshold") or 0.5)
-    preprocess = PreprocessConfig.model_validate(
-        record.get("preprocess") or {"image_size_px": record["image_size_px"]}
-    )
-    layout = DataLayout(Path(data_root))
-    model_classes = [str(name) for name in record["class_names"]]
-    if dicom_labels is not None:
-        frame = _converted_dicom(Path(images_dir), Path(dicom_labels), layout, model_classes)
-    else:
-        imported = import_image_folder(images_dir, ImportConfig())
-        if list(imported.class_names) != model_classes:
-            raise EvaluationError(
-                f"{images_dir}: classes {list(imported.class_names)} differ from the model's {model_classes}"
-            )
-        frame = imported.manifest.copy()
-    frame[SPLIT_COLUMN] = "test"
-    source_name = (
-        ", ".join(sorted(frame["source"].astype(str).unique()))
-        if dicom_labels is not None
-        else Path(images_dir).name
-    )
-    frame, _ = preprocess_manifest(frame, layout, preprocess)
-    external = (config or EvaluateConfig()).model_copy(
-        update={"threshold_rule": "fixed", "threshold": threshold}
-    )
-    return evaluate_model(
-        model_dir / "model.keras",
-        frame,
-        layout.root,
-        layout.reports / run_id,
-        external,
-        run_id=run_id,
-        model_name=str(record["model"]),
-        class_names=list(record["class_names"]),
-        strategy="grouped",
-        source=f"{source_name} (external: not seen in training)",
-        history=None,
+    return EvaluationResult(
+        report_dir=report_dir,
+        report_html=paths.html,
+        report_md=paths.markdown,
+        metrics_path=paths.metrics_json,
+        predictions_path=predictions_path,
+        threshold=threshold,
+        threshold_rule=config.threshold_rule,
+        summary=headline(result, ctx, model_name, by_source),
+        plots=plots,
     )

@@ -20,8 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from braincls.common.atomic import atomic_path
-from braincls.model.gradcam import overlay_heatmap
 from braincls.evaluate.metrics import reliability_curve
+from braincls.model.gradcam import overlay_heatmap
 
 _DPI = 110
 _POSITIVE_COLOUR = "#c0392b"

@@ -27,24 +27,9 @@ import numpy as np
 import pandas as pd
 
 from braincls.common.atomic import write_json, write_text
+from braincls.common.notices import DEFAULT_LIMITATIONS, INTENDED_USE
+from braincls.common.records import json_safe
 from braincls.evaluate.metrics import DEFAULT_CI_METRICS, METRIC_LABELS, METRIC_NAMES
-
-#: The fixed intended-use statement of every braincls report and model card.
-INTENDED_USE = "Research use only. Not a medical device; not for diagnosis or treatment decisions."
-
-#: Limitations that hold for every braincls model; a report adds run-specific ones.
-DEFAULT_LIMITATIONS: tuple[str, ...] = (
-    "Trained and tested on 2-D slices; it sees no volume, no patient history and no other "
-    "sequence, and its output is not a diagnosis.",
-    "Performance was measured on data from the same source(s) as the training data; it is "
-    "unknown on other scanners, protocols, institutions or populations until externally "
-    "validated (`braincls evaluate`).",
-    "A 'no tumor' output does not exclude disease: lesions unlike those in the training data, "
-    "small lesions and non-tumor pathology are not covered.",
-    "Probabilities are only as calibrated as the reliability diagram shows, on this test split.",
-    "Confidence intervals come from a bootstrap of the test split; they reflect sampling "
-    "variation of that split only, not a shift to other data.",
-)
 
 SplitStrategy = Literal["random_by_file", "grouped_by_near_duplicate", "grouped_by_patient"]
 
@@ -161,25 +146,6 @@ class ReportContext:
 # --------------------------------------------------------------------------------------------
 # Formatting helpers
 # --------------------------------------------------------------------------------------------
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf as None, numpy scalars and arrays as Python, paths as strings."""
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return value.as_posix()
-    if isinstance(value, pd.DataFrame):
-        return json_safe(value.to_dict(orient="records"))
-    return value
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -665,7 +631,7 @@ def metrics_record(ctx: ReportContext) -> dict[str, Any]:
         "bootstrap_resamples": ctx.bootstrap_resamples,
         "confidence_intervals": {name: list(bounds) for name, bounds in ctx.intervals.items()},
         "classification_report": ctx.classification_report,
-        "per_source": ctx.per_source_metrics,
+        "by_source": ctx.per_source_metrics,
         "promotion": ctx.promotion,
         "intended_use": INTENDED_USE,
         "created_at": ctx.created_at,

@@ -18,6 +18,18 @@ from braincls.ingest.client import (
     SeriesDownload,
     parse_retry_after,
 )
+from braincls.ingest.collection import (
+    IngestFailure,
+    IngestPlan,
+    IngestSummary,
+    WatchReport,
+    ingest,
+    ingest_collection,
+    ingest_series,
+    plan_ingest,
+    summarize,
+    watch,
+)
 from braincls.ingest.errors import (
     ChecksumMismatchError,
     CorruptArchiveError,
@@ -34,18 +46,6 @@ from braincls.ingest.errors import (
     TciaTransportError,
     UnsafeArchiveError,
     UnsafeRecordError,
-)
-from braincls.ingest.collection import (
-    IngestFailure,
-    IngestPlan,
-    IngestSummary,
-    WatchReport,
-    ingest,
-    ingest_collection,
-    ingest_series,
-    plan_ingest,
-    summarize,
-    watch,
 )
 from braincls.ingest.records import SeriesRecord, SeriesSize, format_nbia_date, parse_nbia_date
 from braincls.ingest.store import (

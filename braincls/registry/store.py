@@ -24,23 +24,27 @@ import builtins
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from braincls.common.atomic import write_json, write_text
-from braincls.config import RegistryConfig
 from braincls.common.hashing import sha256_file
-from braincls.evaluate.metrics import METRIC_LABELS, METRIC_NAMES
-from braincls.evaluate.report import DEFAULT_LIMITATIONS, INTENDED_USE, json_safe
+from braincls.common.records import json_safe
+from braincls.config import RegistryConfig
+from braincls.model.saved import METADATA_FILE, MODEL_FILE
+from braincls.registry.card import VERSION_PLACEHOLDER
+from braincls.registry.promotion import (
+    PromotionDecision,
+    decide_promotion,
+)
+from braincls.registry.promotion import now_iso as _now
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +52,11 @@ SCHEMA_VERSION = 1
 STATE_FILE = "registry.json"
 DECISIONS_FILE = "decisions.jsonl"
 LOCK_FILE = ".lock"
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 CARD_FILE = "model_card.md"
-#: Written in a model card before its version is known; :meth:`ModelRegistry.register`
-#: replaces it with the allocated version.
-VERSION_PLACEHOLDER = "{{version}}"
 
 _VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 
 VersionStatus = Literal["champion", "challenger", "retired", "rolled_back"]
-DecisionKind = Literal["automatic", "manual", "rollback"]
 
 
 class RegistryError(RuntimeError):
@@ -105,68 +103,11 @@ class ModelVersion:
         return dict(json.loads(self.metadata_path.read_text(encoding="utf-8")))
 
 
-@dataclass(frozen=True)
-class FloorCheck:
-    """One promotion floor: the candidate's value of ``metric`` against ``floor``."""
-
-    metric: str
-    value: float | None
-    floor: float
-    passed: bool
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """What happened to ``version`` and why. ``reasons`` are full sentences for people."""
-
-    version: str
-    kind: DecisionKind
-    promoted: bool
-    champion_before: str | None
-    champion_after: str | None
-    reasons: list[str]
-    decided_at: str
-    decision_metric: str | None = None
-    candidate_value: float | None = None
-    champion_value: float | None = None
-    margin: float | None = None
-    same_test_data: bool | None = None
-    floors: list[FloorCheck] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (NaN as null)."""
-        return dict(json_safe(asdict(self)))
-
-    @property
-    def summary(self) -> str:
-        """One line: outcome and the first reason."""
-        outcome = "promoted to champion" if self.promoted else "not promoted"
-        if self.kind == "rollback":
-            outcome = f"rolled back; champion is now {self.champion_after}"
-        first = self.reasons[0] if self.reasons else ""
-        return f"{self.version}: {outcome}. {first}".strip()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def _version_number(version: str) -> int:
     match = _VERSION_PATTERN.match(version)
     if match is None:
         raise UnknownVersionError(f"{version!r} is not a version name; versions look like v0001")
     return int(match.group(1))
-
-
-def _metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
-    value = metrics.get(name)
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def _empty_state() -> dict[str, Any]:
@@ -358,126 +299,46 @@ class ModelRegistry:
         *,
         compared_champion: str | None = None,
     ) -> PromotionDecision:
-        """Make ``version`` champion if it passes the floors and is non-inferior to the champion.
+        """Make ``version`` champion if :func:`~braincls.registry.promotion.decide_promotion`
+        says so; record the decision in ``decisions.jsonl`` and return it.
 
         ``champion_metrics`` are the current champion's metrics **on the same test data** as
         ``version``'s (the caller evaluates the champion on that data); ``compared_champion``
         names the champion they belong to. When they are missing, or belong to a champion that
         was replaced meanwhile, the champion's registered metrics are used instead and the
-        decision says so. The first version passing the floors becomes champion. The decision
-        and its reasons are appended to ``decisions.jsonl`` and returned.
+        decision says so.
         """
         with self._locked():
             state = self._read_state()
             candidate = self._version_from_state(state, version)
             champion = state["champion"]
-            floors = [
-                self._floor(candidate.metrics, "sensitivity", config.min_sensitivity),
-                self._floor(candidate.metrics, "roc_auc", config.min_roc_auc),
-            ]
-            reasons: list[str] = []
-            metric = config.decision_metric
-            margin = config.non_inferiority_margin
-            candidate_value = _metric_value(candidate.metrics, metric)
-            champion_value: float | None = None
-            same_test_data: bool | None = None
-            promoted = False
-            if champion == version:
-                reasons.append(f"{version} is already the champion; nothing changed.")
-            elif not all(check.passed for check in floors):
-                for check in floors:
-                    if not check.passed:
-                        shown = "missing" if check.value is None else f"{check.value:.4f}"
-                        reasons.append(
-                            f"{METRIC_LABELS[check.metric]} {shown} is below the floor "
-                            f"{check.floor:.4f}; {version} stays a challenger."
-                        )
-            elif champion is None:
-                promoted = True
-                reasons.append(
-                    f"{version} passes the floors ("
-                    + ", ".join(
-                        f"{METRIC_LABELS[c.metric]} {c.value:.4f} >= {c.floor:.4f}"
-                        for c in floors
-                        if c.value is not None
+            note: str | None = None
+            same_test_data = champion_metrics is not None and compared_champion in (
+                None,
+                champion,
+            )
+            if champion is not None and champion != version and not same_test_data:
+                if champion_metrics is not None:
+                    note = (
+                        f"The supplied champion metrics belong to {compared_champion}, but "
+                        f"the champion is now {champion}; its registered metrics are used."
                     )
-                    + ") and there is no champion yet: it becomes the first champion."
-                )
-            else:
-                champion_record = self._version_from_state(state, champion)
-                if champion_metrics is not None and compared_champion in (None, champion):
-                    source = champion_metrics
-                    same_test_data = True
-                else:
-                    source = champion_record.metrics
-                    same_test_data = False
-                    if champion_metrics is not None:
-                        reasons.append(
-                            f"The supplied champion metrics belong to {compared_champion}, but "
-                            f"the champion is now {champion}; its registered metrics are used."
-                        )
-                    else:
-                        reasons.append(
-                            f"The champion {champion} was not evaluated on {version}'s test "
-                            "data; its registered metrics (from its own test data) are used, "
-                            "so the comparison is indicative only."
-                        )
-                champion_value = _metric_value(source, metric)
-                label = METRIC_LABELS[metric]
-                data = "the same test data" if same_test_data else "their own test data"
-                if candidate_value is None:
-                    reasons.append(
-                        f"{label} of {version} is undefined, so it cannot be compared; "
-                        f"{champion} stays champion."
-                    )
-                elif champion_value is None:
-                    promoted = True
-                    reasons.append(
-                        f"{label} of the champion {champion} is undefined; {version} passes the "
-                        f"floors with {label} {candidate_value:.4f} and becomes champion."
-                    )
-                elif candidate_value >= champion_value - margin:
-                    promoted = True
-                    reasons.append(
-                        f"{label} {candidate_value:.4f} vs champion {champion} "
-                        f"{champion_value:.4f} on {data}: not worse by more than the margin "
-                        f"{margin:.4f}; {version} becomes champion."
-                    )
-                else:
-                    reasons.append(
-                        f"{label} {candidate_value:.4f} vs champion {champion} "
-                        f"{champion_value:.4f} on {data}: worse by "
-                        f"{champion_value - candidate_value:.4f}, more than the margin "
-                        f"{margin:.4f}; {version} stays a challenger."
-                    )
-            if promoted:
+                champion_metrics = self._version_from_state(state, champion).metrics
+            decision = decide_promotion(
+                version,
+                candidate.metrics,
+                champion,
+                champion_metrics,
+                config,
+                same_test_data=same_test_data,
+                comparison_note=note,
+            )
+            if decision.promoted:
                 self._set_champion(state, version)
                 self._write_state(state)
-            decision = PromotionDecision(
-                version=version,
-                kind="automatic",
-                promoted=promoted,
-                champion_before=champion,
-                champion_after=state["champion"],
-                reasons=reasons,
-                decided_at=_now(),
-                decision_metric=metric,
-                candidate_value=candidate_value,
-                champion_value=champion_value,
-                margin=margin,
-                same_test_data=same_test_data,
-                floors=floors,
-            )
             self._append_decision(decision)
         logger.info("promotion decision: %s", decision.summary)
         return decision
-
-    @staticmethod
-    def _floor(metrics: Mapping[str, Any], name: str, floor: float) -> FloorCheck:
-        value = _metric_value(metrics, name)
-        return FloorCheck(
-            metric=name, value=value, floor=floor, passed=value is not None and value >= floor
-        )
 
     @staticmethod
     def _set_champion(state: dict[str, Any], version: str) -> None:
@@ -542,88 +403,3 @@ class ModelRegistry:
             )
             self._append_decision(decision)
         return decision
-
-
-def model_card_markdown(
-    *,
-    model_name: str,
-    training_data: str,
-    data_hash: str,
-    split_strategy: str,
-    config: Mapping[str, Any],
-    code_version: str,
-    metrics: Mapping[str, Any],
-    intervals: Mapping[str, Sequence[float]] | None = None,
-    evaluated_on: str = "test split",
-    threshold: float | None = None,
-    threshold_rule: str | None = None,
-    confidence_level: float = 0.95,
-    version: str = VERSION_PLACEHOLDER,
-    limitations: Sequence[str] = DEFAULT_LIMITATIONS,
-    created_at: str | None = None,
-) -> str:
-    """The model card (markdown) stored with every version.
-
-    Sections: intended use, training data (with its manifest hash and split), configuration,
-    code version, metrics with intervals (stating the data they come from), limitations. The
-    default ``version`` is a placeholder that :meth:`ModelRegistry.register` fills in.
-    """
-    intervals = intervals or {}
-    percent = round(confidence_level * 100)
-    lines = [
-        f"# Model card: {model_name} {version}",
-        "",
-        f"Created {created_at or _now()}.",
-        "",
-        "## Intended use",
-        "",
-        INTENDED_USE,
-        "",
-        "Binary classification of single 2-D brain MR slices (tumor / no tumor) for research "
-        "on data pipelines and model evaluation.",
-        "",
-        "## Training data",
-        "",
-        f"- Data: {training_data}",
-        f"- Data manifest hash (SHA-256): `{data_hash}`",
-        f"- Split: {split_strategy}",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps(json_safe(dict(config)), indent=2, sort_keys=True),
-        "```",
-        "",
-        "## Code version",
-        "",
-        f"`{code_version}`",
-        "",
-        "## Metrics",
-        "",
-        f"On the {evaluated_on}"
-        + (
-            f", at threshold {threshold:.4f} chosen by rule '{threshold_rule}' on the "
-            "validation split"
-            if threshold is not None
-            else ""
-        )
-        + f"; {percent}% bootstrap confidence intervals.",
-        "",
-        f"| Metric | Value | {percent}% CI |",
-        "|---|---|---|",
-    ]
-    for name in METRIC_NAMES:
-        if name not in metrics:
-            continue
-        value = _metric_value(metrics, name)
-        bounds = intervals.get(name)
-        shown_interval = "n/a"
-        if bounds is not None and len(bounds) == 2:
-            low, high = (_metric_value({"x": bound}, "x") for bound in bounds)
-            if low is not None and high is not None:
-                shown_interval = f"{low:.3f} to {high:.3f}"
-        shown_value = "n/a" if value is None else f"{value:.3f}"
-        lines.append(f"| {METRIC_LABELS[name]} | {shown_value} | {shown_interval} |")
-    lines.extend(["", "## Limitations", ""])
-    lines.extend(f"- {item}" for item in limitations)
-    return "\n".join(lines) + "\n"

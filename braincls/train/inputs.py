@@ -65,10 +65,10 @@ class PngSequence(keras.utils.PyDataset):
         shuffle: bool,
         seed: int,
     ) -> None:
-        from braincls.evaluate.evaluation import load_images
+        from braincls.data.stored import load_stored_images
 
         super().__init__(workers=1, use_multiprocessing=False)
-        self.images = load_images(image_paths, image_size_px)
+        self.images = load_stored_images(image_paths, image_size_px)
         self.labels = np.asarray(labels, dtype=np.float32)
         self.batch_size = batch_size
         self.shuffle = shuffle

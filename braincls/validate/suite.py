@@ -31,7 +31,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from braincls.common.atomic import atomic_dir
-from braincls.config import ValidateConfig, stable_hash
+from braincls.common.hashing import stable_hash
 from braincls.common.tables import (
     IMAGE_COLUMNS,
     PHI_COLUMNS,
@@ -39,6 +39,7 @@ from braincls.common.tables import (
     SPLIT_COLUMN,
     SPLITS,
 )
+from braincls.config import ValidateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -100,20 +101,25 @@ JSONValue = Any
 class ValidationFailed(Exception):
     """At least one blocking check failed; the run must stop before training."""
 
-    def __init__(self, report: ValidationReport) -> None:
+    def __init__(self, report: ValidationReport | None = None, *, message: str = "") -> None:
         self.report = report
-        details = "; ".join(
-            f"{row['check']} ({row['observed_value']}"
-            + (f", e.g. {_first_example(row['examples'])})" if row["examples"] else ")")
-            for row in report.table_rows()
-            if row["check"] in report.blocking_failures
-        )
-        where = f" Data Docs: {report.docs_index}." if report.docs_index else ""
-        super().__init__(
-            f"data validation failed, {len(report.blocking_failures)} blocking check(s): "
-            f"{details}.{where} Fix the data, or list the check in "
-            "ValidateConfig.warning_checks to let it only warn."
-        )
+        super().__init__(failure_message(report) if report is not None else message)
+
+
+def failure_message(report: ValidationReport) -> str:
+    """What a failed gate says: every blocking check with what it saw, and where the docs are."""
+    details = "; ".join(
+        f"{row['check']} ({row['observed_value']}"
+        + (f", e.g. {_first_example(row['examples'])})" if row["examples"] else ")")
+        for row in report.table_rows()
+        if row["check"] in report.blocking_failures
+    )
+    where = f" Data Docs: {report.docs_index}." if report.docs_index else ""
+    return (
+        f"data validation failed, {len(report.blocking_failures)} blocking check(s): "
+        f"{details}.{where} Fix the data, or list the check in "
+        "ValidateConfig.warning_checks to let it only warn."
+    )
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from braincls.config import EvaluateConfig, ImportConfig, PreprocessConfig, SplitConfig, TrainConfig
-from braincls.data.images import import_image_folder, split_manifest
 from braincls.common.layout import DataLayout
+from braincls.config import EvaluateConfig, ImportConfig, PreprocessConfig, SplitConfig, TrainConfig
+from braincls.data.images import import_image_folder
+from braincls.data.split import split_manifest
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def test_br35h_grouped_split_has_no_leak(br35h_manifest) -> None:  # type: ignor
 
 def test_small_real_run_beats_chance(br35h_dir: Path, tmp_path: Path) -> None:
     """150 + 150 real Br35H images, 64 px, grouped split, 6 epochs: ROC AUC well above 0.5."""
-    from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
+    from braincls.data.stage import run_import, run_preprocess, run_split
+    from braincls.evaluate.stage import run_evaluate
+    from braincls.train.stage import run_train
 
     subset = tmp_path / "br35h-300"
     for label in ("yes", "no"):
@@ -52,14 +55,14 @@ def test_small_real_run_beats_chance(br35h_dir: Path, tmp_path: Path) -> None:
         for path in sorted((br35h_dir / label).iterdir())[:150]:
             (subset / label / path.name).symlink_to(path)
     layout = DataLayout(tmp_path / "data")
-    imported = run_import(subset, layout, ImportConfig())
-    split = run_split(imported, layout, SplitConfig(seed=1))
+    imported = run_import(subset, layout, ImportConfig()).record
+    split = run_split([imported], layout, SplitConfig(seed=1)).record
     # The seed's preprocessing and network without augmentation: on 300 images and a few epochs
     # the shortcut-free default preprocessing is too hard to learn (ROC AUC about 0.6 measured).
     seed_preprocess = PreprocessConfig(
         image_size_px=64, crop_to_head=False, keep_aspect=False, intensity="none"
     )
-    dataset = run_preprocess(split, layout, seed_preprocess)
+    dataset = run_preprocess(split, layout, seed_preprocess).record
     train = TrainConfig.model_validate(
         {
             "model": "seed_cnn",
@@ -72,12 +75,12 @@ def test_small_real_run_beats_chance(br35h_dir: Path, tmp_path: Path) -> None:
             "augment": {"enabled": False},
         }
     )
-    model = run_train(dataset, layout, train)
+    model = run_train(dataset, layout, train).record
     assert model.epochs_run == 6
     assert model.history["loss"][-1] < model.history["loss"][0]
     evaluation = run_evaluate(
         model, dataset, layout, EvaluateConfig(bootstrap_resamples=200), "real-small"
-    )
+    ).record
     metrics = json.loads(Path(evaluation.metrics_path).read_text())
     assert metrics["split"] == "grouped_by_near_duplicate"
     assert metrics["n_test"] >= 40
@@ -90,8 +93,10 @@ def test_external_validation_uses_the_training_threshold(
 ) -> None:
     """Train on 100 + 100 Br35H images, then evaluate the saved model on 40 + 40 others, and
     on real DICOM: a tumor patient's series (yes) and a healthy volunteer's (no)."""
-    from braincls.evaluate.evaluation import evaluate_external
-    from braincls.stages import run_evaluate, run_import, run_preprocess, run_split, run_train
+    from braincls.data.stage import run_import, run_preprocess, run_split
+    from braincls.evaluate.external import evaluate_external
+    from braincls.evaluate.stage import run_evaluate
+    from braincls.train.stage import run_train
 
     train_set, external_set = tmp_path / "train", tmp_path / "external"
     for label in ("yes", "no"):
@@ -101,18 +106,16 @@ def test_external_validation_uses_the_training_threshold(
             for path in chosen:
                 (folder / label / path.name).symlink_to(path)
     layout = DataLayout(tmp_path / "data")
-    dataset = run_preprocess(
-        run_split(run_import(train_set, layout, ImportConfig()), layout, SplitConfig(seed=1)),
-        layout,
-        PreprocessConfig(image_size_px=48),
-    )
+    imported = run_import(train_set, layout, ImportConfig()).record
+    split = run_split([imported], layout, SplitConfig(seed=1)).record
+    dataset = run_preprocess(split, layout, PreprocessConfig(image_size_px=48)).record
     train = TrainConfig.model_validate(
         {"model": "seed_cnn", "epochs": 2, "augment": {"enabled": False}}
     )
-    model = run_train(dataset, layout, train)
+    model = run_train(dataset, layout, train).record
     internal = run_evaluate(
         model, dataset, layout, EvaluateConfig(bootstrap_resamples=100), "internal"
-    )
+    ).record
     external = evaluate_external(
         Path(model.model_dir),
         external_set,

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from braincls.common.tables import PHI_COLUMNS
 from braincls.config import ConvertConfig
 from braincls.convert import DICOM_MANIFEST_COLUMNS, ConversionResult, LabelTable, convert_tree
-from braincls.common.tables import PHI_COLUMNS
 
 TUMOR_SERIES = "1.3.6.1.4.1.14519.5.2.1.4429.7055.197322826283777183783875680644"
 VOLUNTEER_SERIES = "1.3.12.2.1107.5.2.32.35389.2010072308581490237297697.0.0.0"

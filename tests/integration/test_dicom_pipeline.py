@@ -171,9 +171,9 @@ def test_watch_ingests_new_collections_then_only_new_series(tmp_path: Path) -> N
 def test_dask_conversion_matches_the_default_path(served: Path, tmp_path: Path) -> None:
     from distributed import LocalCluster
 
-    from braincls.config import ConvertConfig
     from braincls.common.layout import DataLayout
-    from braincls.stages import run_convert
+    from braincls.config import ConvertConfig
+    from braincls.convert.stage import run_convert
     from flows.convert import convert_on_dask
 
     source = served / COLLECTION
@@ -181,7 +181,7 @@ def test_dask_conversion_matches_the_default_path(served: Path, tmp_path: Path) 
     config = ConvertConfig(image_size_px=48, workers=2)
     default_root, dask_root = tmp_path / "default", tmp_path / "dask"
     # The default path: what the pipeline's convert-dicom task runs (a local process pool).
-    default = run_convert([source], DataLayout(default_root), config, Path(labels))
+    default = run_convert([source], DataLayout(default_root), config, Path(labels)).record
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:

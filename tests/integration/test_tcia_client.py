@@ -13,8 +13,6 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from devkit.nbia import FaultKind, NbiaServer, serve
-from devkit.nbia.synthetic import write_synthetic_collection
 from braincls.ingest import (
     Backoff,
     ChecksumMismatchError,
@@ -35,6 +33,8 @@ from braincls.ingest import (
     record_path,
     series_dir,
 )
+from devkit.nbia import FaultKind, NbiaServer, serve
+from devkit.nbia.synthetic import write_synthetic_collection
 
 PGBM_SERIES = "1.3.6.1.4.1.14519.5.2.1.4429.7055.197322826283777183783875680644"
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from devkit.nbia import FaultKind, NbiaServer, serve
-from devkit.nbia.synthetic import synthetic_uid, write_synthetic_collection, write_synthetic_series
 from braincls.ingest import (
     Backoff,
     IngestPlan,
@@ -29,6 +27,8 @@ from braincls.ingest import (
     summarize,
     watch,
 )
+from devkit.nbia import FaultKind, NbiaServer, serve
+from devkit.nbia.synthetic import synthetic_uid, write_synthetic_collection, write_synthetic_series
 
 COLLECTION = "Synth-MR"
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from braincls.evaluate.plots import plot_gradcam_grid
 from braincls.model.gradcam import (
     GradcamError,
     explain_examples,
@@ -15,7 +16,6 @@ from braincls.model.gradcam import (
     gradcam_heatmaps,
     select_examples,
 )
-from braincls.evaluate.plots import plot_gradcam_grid
 
 SIDE_PX = 32
 # The positive class carries a bright square here (rows, columns); negatives never do.
@@ -143,8 +143,8 @@ def test_explained_examples_draw_a_grid(trained_model: keras.Model, tmp_path: Pa
 def test_flip_averaged_model_is_explained_through_its_unmirrored_view(
     trained_model: keras.Model, tmp_path: Path
 ) -> None:
-    from braincls.evaluate.evaluation import load_model
     from braincls.model.factory import single_view, with_test_time_flip
+    from braincls.model.saved import load_model
 
     averaged = with_test_time_flip(trained_model)
     averaged.save(tmp_path / "averaged.keras")

@@ -11,15 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braincls.train import fit as train_module
 from braincls.config import AugmentConfig, TrainConfig
-from braincls.train.fit import (
-    MODEL_FILE,
-    class_weights,
-    learning_rate,
-    precision_policy,
-    train_model,
-)
+from braincls.model.saved import MODEL_FILE
+from braincls.train import precision as precision_module
+from braincls.train.fit import class_weights, learning_rate, train_model
+from braincls.train.precision import precision_policy
 
 SIZE = 32
 
@@ -65,8 +61,8 @@ def _train(root: Path, frame: pd.DataFrame, out: Path, config: TrainConfig, hook
         out / "work",
         config,
         image_size_px=SIZE,
-        manifest_sha256="test",
         class_names=["no", "yes"],
+        data={"manifest_sha256": "test"},
         on_epoch_end=hook,
     )
 
@@ -93,12 +89,12 @@ def test_precision_policy_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -
     assert precision_policy("off", ["/physical_device:GPU:0"]) == "float32"
     assert precision_policy("on", []) == "mixed_float16"
     assert precision_policy("bfloat16", []) == "mixed_bfloat16"
-    monkeypatch.setattr(train_module, "cpu_has_amx_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_has_amx_bf16", lambda: True)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert precision_policy("auto", []) == "float32"  # bfloat16 without oneDNN is very slow
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     assert precision_policy("auto", []) == "mixed_bfloat16"
-    monkeypatch.setattr(train_module, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(precision_module, "cpu_has_amx_bf16", lambda: False)
     assert precision_policy("auto", []) == "float32"
 
 
@@ -125,11 +121,11 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     assert record["epochs_run"] == 6
     assert record["class_weights"] == {"0": 1.0, "1": 1.0}
     # bfloat16 on a CPU with AMX when oneDNN is on (TensorFlow's default), float32 otherwise.
-    fast_bfloat16 = train_module.onednn_enabled() and train_module.cpu_has_amx_bf16()
+    fast_bfloat16 = precision_module.onednn_enabled() and precision_module.cpu_has_amx_bf16()
     assert record["precision_policy"] == ("mixed_bfloat16" if fast_bfloat16 else "float32")
     assert record["config"]["test_time_flip"] is True
-    from braincls.evaluate.evaluation import load_model
     from braincls.model.factory import MIRROR_LAYER, single_view
+    from braincls.model.saved import load_model
 
     saved = load_model(result.model_path)
     assert MIRROR_LAYER in {layer.name for layer in saved.layers}

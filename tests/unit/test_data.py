@@ -10,14 +10,9 @@ import pandas as pd
 import pytest
 
 from braincls.config import ImportConfig, SplitConfig
-from braincls.data.images import (
-    ImportError_,
-    SplitError,
-    class_folders,
-    import_image_folder,
-    perceptual_hash,
-    split_manifest,
-)
+from braincls.data.fingerprint import perceptual_hash
+from braincls.data.images import ImageFolderError, class_folders, import_image_folder
+from braincls.data.split import SplitError, split_manifest
 
 
 def _slice_image(seed: int, side: int = 120) -> np.ndarray:
@@ -57,10 +52,10 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 def test_class_folders_needs_two_classes(tmp_path: Path) -> None:
-    with pytest.raises(ImportError_, match="image folder not found"):
+    with pytest.raises(ImageFolderError, match="image folder not found"):
         class_folders(tmp_path / "missing")
     (tmp_path / "yes").mkdir()
-    with pytest.raises(ImportError_, match=r"needs at least two class folders .* found yes"):
+    with pytest.raises(ImageFolderError, match=r"needs at least two class folders .* found yes"):
         class_folders(tmp_path)
     (tmp_path / "no").mkdir()
     assert [p.name for p in class_folders(tmp_path)] == ["no", "yes"]

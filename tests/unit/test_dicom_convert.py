@@ -25,8 +25,8 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
+from braincls.common.tables import IMAGE_COLUMNS, PHI_COLUMNS, QUARANTINE_COLUMNS
 from braincls.config import ConvertConfig
-from braincls.data.images import perceptual_hash
 from braincls.convert import (
     CONVERTER_VERSION,
     DICOM_MANIFEST_COLUMNS,
@@ -38,7 +38,7 @@ from braincls.convert import (
     tree,
 )
 from braincls.convert.reading import md5_file, pseudonymize
-from braincls.common.tables import IMAGE_COLUMNS, PHI_COLUMNS, QUARANTINE_COLUMNS
+from braincls.data.fingerprint import perceptual_hash
 
 EVERYTHING_IS_TUMOR = LabelTable(by_collection={"*": "tumor"})
 STUDY_UID = "1.2.826.0.1.3680043.8.498.100"

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from braincls.config import PreprocessConfig
 from braincls.common.layout import DataLayout
+from braincls.config import PreprocessConfig
 from braincls.data.preprocess import (
     head_box,
     pad_to_square,

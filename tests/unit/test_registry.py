@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 
-from braincls.config import RegistryConfig
 from braincls.common.hashing import sha256_file
-from braincls.registry.store import (
-    VERSION_PLACEHOLDER,
-    ModelRegistry,
-    RegistryError,
-    UnknownVersionError,
-    model_card_markdown,
-)
-from braincls.evaluate.report import INTENDED_USE
+from braincls.common.notices import INTENDED_USE
+from braincls.config import RegistryConfig
+from braincls.registry.card import VERSION_PLACEHOLDER, model_card_markdown
+from braincls.registry.store import ModelRegistry, RegistryError, UnknownVersionError
 
 CONFIG = RegistryConfig(
     min_sensitivity=0.8, min_roc_auc=0.85, non_inferiority_margin=0.01, decision_metric="roc_auc"

@@ -12,8 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from braincls.model.gradcam import overlay_heatmap, select_examples
-from braincls.evaluate.metrics import binary_metrics, bootstrap_ci, metrics_by_group, multiclass_report
+from braincls.evaluate.metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    metrics_by_group,
+    multiclass_report,
+)
 from braincls.evaluate.plots import (
     PlotInputError,
     plot_confusion_matrix,
@@ -30,6 +34,7 @@ from braincls.evaluate.report import (
     ReportError,
     write_report,
 )
+from braincls.model.gradcam import overlay_heatmap, select_examples
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HISTORY = {
@@ -283,7 +288,7 @@ def test_metrics_json_record(tmp_path: Path, ctx: ReportContext) -> None:
     assert record["evaluated_split"] == "test"
     assert record["threshold_rule"] == "youden"
     assert record["confidence_intervals"]["roc_auc"] == list(ctx.intervals["roc_auc"])
-    assert [row["source"] for row in record["per_source"]] == ["TCGA-GBM", "br35h"]
+    assert [row["source"] for row in record["by_source"]] == ["TCGA-GBM", "br35h"]
     assert record["intended_use"] == INTENDED_USE
     assert sorted(p.name for p in paths.html.parent.iterdir() if p.name.startswith(".")) == []
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from braincls.config import ValidateConfig
 from braincls.common.tables import (
     IMAGE_COLUMNS,
     PREPROCESSED_COLUMNS,
@@ -23,6 +22,7 @@ from braincls.common.tables import (
     SPLITS,
     empty_frame,
 )
+from braincls.config import ValidateConfig
 from braincls.validate.suite import (
     CHECKS,
     SUITE_VERSION,

@@ -4,43 +4,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.states import State
 from prefect.task_engine import TaskRunTimeoutError
 
-from braincls.config import TrainConfig
 from braincls.common.layout import DataLayout
-from braincls.stages import DatasetRecord, ModelRecord, run_train, train_key
+from braincls.common.records import MissingStageOutput
+from braincls.config import TrainConfig
+from braincls.data.stage import DatasetRecord
 from braincls.train.fit import TrainingError
-from tasks.common import HOUR, content_key
+from braincls.train.stage import ModelRecord, run_train
+from tasks.common import HOUR, finished, stage_task
 
 
-def _retry_unless_bad_input(task: object, task_run: object, state: object) -> bool:
-    """Retry crashes and resource errors (training resumes from its last epoch), not bad input
-    and not a run past the stage's time limit (another try would take as long)."""
+def retry_training(task: object, task_run: object, state: object) -> bool:
+    """Retry what a second try can fix: a crash or a resource error (training resumes from its
+    last finished epoch). Never bad input, a missing input, or a run past the time limit."""
     try:
         state.result()  # type: ignore[attr-defined]
-    except (TrainingError, ValueError, KeyError, TypeError, TaskRunTimeoutError):
+    except (
+        TrainingError,
+        ValueError,
+        KeyError,
+        TypeError,
+        FileNotFoundError,
+        MissingStageOutput,
+        TaskRunTimeoutError,
+    ):
         return False
-    except BaseException:
+    except (OSError, MemoryError, RuntimeError):
         return True
+    except Exception as error:
+        # TensorFlow's runtime errors (out of memory, an internal error) are not RuntimeErrors.
+        return type(error).__module__.startswith("tensorflow")
     return False
 
 
-@task(
-    name="train-model",
+@stage_task(
+    "train-model",
     timeout_seconds=10 * HOUR,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=_retry_unless_bad_input,
-    cache_key_fn=content_key("train", lambda p: train_key(p["record"], p["config"])),
-    tags=["braincls", "train"],
+    tags=["train"],
+    retry_delay_seconds=(5, 30),
+    retry_condition_fn=retry_training,
 )
-def train(record: DatasetRecord, data_root: str, config: TrainConfig) -> ModelRecord:
+def train(
+    record: DatasetRecord, data_root: str, config: TrainConfig, refresh: bool = False
+) -> ModelRecord | State:
     """Train the configured model; progress and history go to the dashboard.
 
     A retry (or a rerun after a crash) resumes from the last finished epoch.
@@ -52,7 +65,10 @@ def train(record: DatasetRecord, data_root: str, config: TrainConfig) -> ModelRe
     def on_epoch_end(epoch: int, total: int, logs: dict[str, float]) -> None:
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * epoch / total)
 
-    model = run_train(record, DataLayout(Path(data_root)), config, on_epoch_end=on_epoch_end)
+    outcome = run_train(
+        record, DataLayout(Path(data_root)), config, on_epoch_end=on_epoch_end, refresh=refresh
+    )
+    model = outcome.record
     update_progress_artifact(artifact_id=progress_id, progress=100.0)
     epochs = len(model.history.get("loss", []))
     rows = [
@@ -64,4 +80,4 @@ def train(record: DatasetRecord, data_root: str, config: TrainConfig) -> ModelRe
         table=rows,
         description=f"Per-epoch training and validation metrics of {config.model} ({record.strategy} split)",
     )
-    return model
+    return finished(outcome)
