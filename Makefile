@@ -19,13 +19,14 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export UV_PYTHON_DOWNLOADS ?= never
 
-.PHONY: help setup demo test test-slow lint typecheck bench clean server deploy worker test-ops
+.PHONY: help setup demo test test-slow test-all lint typecheck bench clean server deploy worker test-ops
 
 help:
 	@echo "make setup  - create/update .venv from uv.lock (no-op when current)"
 	@echo "make demo   - set up, generate the demo data and run the whole pipeline offline"
-	@echo "make test   - set up and run the test suite"
-	@echo "make lint / typecheck / test-slow / bench"
+	@echo "make test   - set up and run the default test tier (unit and fast integration tests)"
+	@echo "make test-slow / test-ops / test-all - the heavy tier, the operations test, all tiers"
+	@echo "make lint / typecheck / bench"
 	@echo "make server / deploy / worker - local Prefect server (127.0.0.1:4200), setup + deployments, workers"
 	@echo "make test-ops - only the operations test (real server, worker, deployments, dashboard in Chromium)"
 
@@ -44,11 +45,17 @@ setup: $(VENV)/.synced
 demo: setup
 	$(BIN)/braincls demo --data-root $(DATA_ROOT)
 
+PYTEST := $(BIN)/python -m pytest --durations=25
+
 test: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not ops" $(PYTEST_ARGS)
 
 test-slow: setup
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not ops" $(PYTEST_ARGS)
+
+# Every tier, as CI runs it.
+test-all: setup
+	$(PYTEST) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check braincls tasks flows tests bench
@@ -94,4 +101,4 @@ worker: setup
 	wait
 
 test-ops: setup
-	$(BIN)/python -m pytest -m ops $(PYTEST_ARGS)
+	$(PYTEST) -m ops $(PYTEST_ARGS)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -93,18 +93,37 @@ def _data_root(data_root: Path | None) -> Path:
 @app.command()
 def run(
     images: Annotated[
-        Path | None,
-        typer.Option("--images", help="Class-per-folder image set (e.g. yes/, no/)."),
+        list[Path] | None,
+        typer.Option(
+            "--images",
+            help="Class-per-folder image set (e.g. yes/, no/); repeatable, one source each.",
+        ),
     ] = None,
     data_root: DataRoot = None,
     dicom: Annotated[
         list[Path] | None,
+        typer.Option("--dicom", help="DICOM folder to convert and train on (repeatable)."),
+    ] = None,
+    volumes: Annotated[
+        list[Path] | None,
         typer.Option(
-            "--dicom", help="DICOM folder to convert and train on instead of --images (repeatable)."
+            "--volumes",
+            help="Folder of NIfTI volumes with segmentation masks (BraTS layout); repeatable.",
+        ),
+    ] = None,
+    sequence: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sequence",
+            help="Sequence of --volumes to slice (t1ce, flair, t2, t1; repeatable; default flair).",
         ),
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Labels table (CSV) for --dicom.")
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Labels table (CSV) for --dicom; without one, the DICOM SEG / RTSTRUCT objects label the slices.",
+        ),
     ] = None,
     dask_address: Annotated[
         str | None,
@@ -124,27 +143,31 @@ def run(
         typer.Option("--refresh", help="Rebuild every stage's outputs instead of reusing them."),
     ] = False,
 ) -> None:
-    """Run the whole pipeline on an image folder (or DICOM) and print where the report is."""
+    """Run the whole pipeline on image folders, NIfTI volumes and / or DICOM; print where the
+    report is."""
     from pydantic import ValidationError
 
     from braincls.config import PipelineConfig
     from braincls.data.images import ImageFolderError, class_folders
     from braincls.model.factory import MODEL_NAMES
 
-    if (images is None) == (not dicom):
-        fail("give either --images (an image folder) or --dicom (DICOM folders), not both")
-    if images is not None:
+    if not images and not dicom and not volumes:
+        fail("give at least one source: --images, --volumes or --dicom")
+    for folder in images or []:
         try:
-            class_folders(images)
+            class_folders(folder)
         except ImageFolderError as error:
-            fail(str(error))
-    for folder in dicom or []:
-        if not folder.is_dir():
-            fail(f"--dicom: {folder}: DICOM folder not found")
-    if dicom and labels is None:
-        fail("--labels: DICOM data needs a labels table (CSV); see `braincls convert --help`")
+            fail(f"--images: {error}")
+    for option, folders in (("--dicom", dicom), ("--volumes", volumes)):
+        for folder in folders or []:
+            if not folder.is_dir():
+                fail(f"{option}: {folder}: folder not found")
+    if labels is not None and not dicom:
+        fail("--labels: a labels table labels --dicom images; give --dicom too")
     if labels is not None and not labels.is_file():
         fail(f"--labels: {labels}: labels table not found")
+    if sequence and not volumes:
+        fail("--sequence: picks the sequences of --volumes; give --volumes too")
     if model not in MODEL_NAMES:
         fail(f"--model: unknown model '{model}'; choose one of: {', '.join(MODEL_NAMES)}")
     if split not in ("grouped", "random"):
@@ -159,6 +182,7 @@ def run(
                     "seed": seed,
                     **({"epochs": epochs} if epochs is not None else {}),
                 },
+                **({"volumes": {"sequences": list(sequence)}} if sequence else {}),
             }
         )
     except ValidationError as error:
@@ -169,9 +193,10 @@ def run(
 
     with _stage_failures():
         result = pipeline(
-            images_dir=str(images.resolve()) if images is not None else None,
             data_root=str(_data_root(data_root)),
             config=config,
+            images_dirs=[str(folder.resolve()) for folder in images or []] or None,
+            volumes_dirs=[str(folder.resolve()) for folder in volumes or []] or None,
             dicom_dirs=[str(folder.resolve()) for folder in dicom or []] or None,
             labels=str(labels.resolve()) if labels is not None else None,
             dask_address=dask_address,
@@ -179,7 +204,17 @@ def run(
         )
     metrics = result["metrics"]
     typer.echo(
-        f"test split ({split}): accuracy {metrics['accuracy']:.3f}, ROC AUC {metrics['roc_auc']:.3f}"
+        f"test split ({metrics['split']}): accuracy {_shown(metrics['accuracy'])}, "
+        f"ROC AUC {_shown(metrics['roc_auc'])}"
+    )
+    for row in metrics.get("by_source", []) if len(metrics.get("by_source", [])) > 1 else []:
+        typer.echo(
+            f"  {row['source']}: n={row['n']}, ROC AUC {_shown(row.get('roc_auc'))}, sensitivity "
+            f"{_shown(row.get('sensitivity'))}, specificity {_shown(row.get('specificity'))}"
+        )
+    typer.echo(
+        f"model {result['model_version']} "
+        f"({'promoted to champion' if result['promoted'] else 'kept as challenger'})"
     )
     typer.echo(f"report: {result['report_html']}")
 
@@ -219,17 +254,28 @@ def convert(
         Path, typer.Argument(help="Folder of DICOM files (any layout, e.g. a TCIA download).")
     ],
     data_root: DataRoot = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Labels table (CSV).")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels", help="Labels table (CSV); it overrides labels from segmentations."
+        ),
+    ] = None,
     modality: Annotated[str, typer.Option("--modality", help="Modality to convert.")] = "MR",
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes.")] = None,
 ) -> None:
-    """Convert DICOM to training images; print the images manifest and quarantine table paths."""
+    """Convert DICOM to images; print the images manifest and quarantine table paths.
+
+    Labels come from the labels table, else from the DICOM SEG / RTSTRUCT objects in the folder;
+    images with neither are converted too and listed without a label (``braincls predict``
+    scores them; training sets them aside)."""
     from braincls.config import ConvertConfig
     from braincls.convert import ConversionError, convert_tree, load_labels
     from braincls.convert.labels import LabelsError
 
     if not src_dir.is_dir():
         fail(f"{src_dir}: DICOM folder not found")
+    if labels is not None and not labels.is_file():
+        fail(f"--labels: {labels}: labels table not found")
     root = _data_root(data_root)
     try:
         table = load_labels(labels) if labels is not None else None
@@ -239,14 +285,23 @@ def convert(
             ConvertConfig.model_validate({"modality": modality}),
             table,
             workers=workers,
+            keep_unlabelled=True,
         )
     except (ConversionError, LabelsError) as error:
         fail(str(error))
+    by_source = ", ".join(f"{n} by {source}" for source, n in result.label_sources.items())
     typer.echo(
         f"{result.images} images from {result.series} series "
-        f"({result.series_converted} converted, {result.series_cached} cached); "
-        f"{result.set_aside} files set aside, {result.unlabelled} unlabelled"
+        f"({result.series_converted} converted, {result.series_cached} cached): "
+        f"{result.images - result.unlabelled} labelled ({by_source or 'none'}), "
+        f"{result.unlabelled} without a label; {result.set_aside} files set aside"
     )
+    for row in result.segmentations:
+        typer.echo(
+            f"  segmentation {row.get('segmentation_path')}: {row.get('labelled_yes', 0)} yes, "
+            f"{row.get('labelled_no', 0)} no, {row.get('ambiguous', 0)} ambiguous, "
+            f"{row.get('unmatched', 0)} unmatched ({row.get('status')})"
+        )
     typer.echo(f"images manifest: {result.images_manifest}")
     typer.echo(f"quarantine table: {result.quarantine_table}")
 
@@ -308,42 +363,53 @@ def evaluate(
         typer.Option("--dicom", help="A DICOM folder (e.g. a TCIA collection) to evaluate on."),
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Labels table (CSV) for --dicom.")
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Labels table (CSV) for --dicom; without one, its SEG / RTSTRUCT objects label it.",
+        ),
+    ] = None,
+    volumes: Annotated[
+        Path | None,
+        typer.Option("--volumes", help="NIfTI volumes with segmentation masks to evaluate on."),
     ] = None,
 ) -> None:
-    """External validation: evaluate a saved model on any labelled image folder or DICOM."""
+    """External validation: evaluate a saved model on labelled images, DICOM or NIfTI volumes
+    (every metric per source too), at the threshold fixed when the model was evaluated."""
     from datetime import UTC, datetime
 
     from braincls.data.images import ImageFolderError, class_folders
     from braincls.evaluate.evaluation import EvaluationError
     from braincls.evaluate.external import evaluate_external
 
-    if (images is None) == (dicom is None):
-        fail("give either --images (an image folder) or --dicom (a DICOM folder), not both")
+    given = [option for option in (images, dicom, volumes) if option is not None]
+    if len(given) != 1:
+        fail("give one of --images (an image folder), --dicom (DICOM) or --volumes (NIfTI)")
+    target = given[0]
     if images is not None:
         try:
             class_folders(images)
         except ImageFolderError as error:
             fail(str(error))
-    if dicom is not None:
-        if not dicom.is_dir():
-            fail(f"--dicom: {dicom}: DICOM folder not found")
-        if labels is None:
-            fail("--labels: a labels table (CSV) is needed with --dicom")
-        if not labels.is_file():
-            fail(f"--labels: {labels}: labels table not found")
+    elif not target.is_dir():
+        fail(f"{'--dicom' if dicom is not None else '--volumes'}: {target}: folder not found")
+    if labels is not None and dicom is None:
+        fail("--labels: a labels table labels --dicom images; give --dicom too")
+    if labels is not None and not labels.is_file():
+        fail(f"--labels: {labels}: labels table not found")
     if not model.is_dir():
         fail(f"--model: {model}: folder not found")
     _quiet_defaults()
     run_id = "external-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = images if images is not None else cast(Path, dicom)
     try:
         record = evaluate_external(
             model,
             target,
             _data_root(data_root),
             run_id=run_id,
-            dicom_labels=labels if dicom else None,
+            dicom_labels=labels,
+            dicom=dicom is not None,
+            volumes=volumes is not None,
         )
     except EvaluationError as error:
         fail(str(error))
@@ -354,6 +420,11 @@ def evaluate(
         f"ROC AUC {_shown(metrics['roc_auc'])}, sensitivity {_shown(metrics['sensitivity'])}, "
         f"specificity {_shown(metrics['specificity'])}"
     )
+    for row in metrics.get("by_source", []) if len(metrics.get("by_source", [])) > 1 else []:
+        typer.echo(
+            f"  {row['source']}: n={row['n']}, ROC AUC {_shown(row.get('roc_auc'))}, sensitivity "
+            f"{_shown(row.get('sensitivity'))}, specificity {_shown(row.get('specificity'))}"
+        )
     for note in metrics.get("notes", []):
         typer.echo(f"note: {note}")
     typer.echo(f"report: {record.report_html}")

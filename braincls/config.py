@@ -168,6 +168,13 @@ class VolumesConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> VolumesConfig:
+        twice = sorted({s for s in self.sequences if self.sequences.count(s) > 1})
+        if twice:
+            raise ValueError(f"sequences: {', '.join(twice)} is given twice")
+        if "{sequence}" in self.mask_pattern:
+            raise ValueError(
+                "mask_pattern must not hold {sequence}: one mask labels every sequence"
+            )
         if "{case}" not in self.image_pattern or "{sequence}" not in self.image_pattern:
             raise ValueError("image_pattern needs both {case} and {sequence}")
         if "{case}" not in self.mask_pattern:
@@ -297,6 +304,15 @@ class TrainConfig(_Section):
     class_weights: bool = Field(
         default=True, description="Weight classes inversely to their frequency."
     )
+    balance_sources: bool = Field(
+        default=True,
+        description=(
+            "With several data sources, weight every training image so that each source "
+            "contributes the same total weight and, within it, each class (with class_weights) "
+            "the same: no source's size or class mix becomes a shortcut. One source: the same "
+            "as class_weights."
+        ),
+    )
     warmup_epochs: int = Field(
         default=3,
         ge=0,
@@ -398,6 +414,13 @@ class TciaConfig(_Section):
         default=2, ge=1, description="Concurrent series downloads per host (Prefect limit 'tcia')."
     )
     modality: str = Field(default="MR", description="Modality filter for ingest.")
+    include_segmentations: bool = Field(
+        default=True,
+        description=(
+            "Also ingest the collection's SEG and RTSTRUCT series of the listed patients: the "
+            "segmentations that label their slices (a Modality filter alone leaves them out)."
+        ),
+    )
     backoff_initial_seconds: float = Field(
         default=2.0,
         ge=0,

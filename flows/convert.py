@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from braincls.config import ConvertConfig
+from braincls.config import ConvertConfig, LabelRuleConfig
 from tasks.convert import convert_dicom, convert_one_series, plan_conversion
 
 
@@ -24,6 +24,7 @@ def convert_flow(
     data_root: str = "data",
     labels: str | None = None,
     config: ConvertConfig | None = None,
+    rule: LabelRuleConfig | None = None,
 ) -> dict[str, Any]:
     """Convert DICOM folders to training images, one task per series.
 
@@ -32,6 +33,7 @@ def convert_flow(
         data_root: data root shared with every worker; PNGs land in ``converted/``.
         labels: labels table (CSV) mapping PatientID / series / instance to a class.
         config: conversion settings (modality, image size, windowing, slice selection).
+        rule: how segmentations (DICOM SEG, RTSTRUCT) label slices without a table row.
     """
     cfg = config or ConvertConfig()
     root = str(Path(data_root).resolve())
@@ -40,7 +42,7 @@ def convert_flow(
     if units:
         convert_one_series.map(units, unmapped(root), unmapped(cfg)).result()
     # Every series is converted now: this assembles the manifests and converts nothing.
-    record = convert_dicom(sources, root, cfg, labels)
+    record = convert_dicom(sources, root, cfg, labels, rule=rule)
     return asdict(record)
 
 
@@ -50,12 +52,13 @@ def convert_on_dask(
     dask_address: str,
     labels: str | None = None,
     config: ConvertConfig | None = None,
+    rule: LabelRuleConfig | None = None,
 ) -> dict[str, Any]:
     """Run :func:`convert_flow` with its series tasks on the Dask scheduler at ``dask_address``."""
     from prefect_dask import DaskTaskRunner
 
     runner = DaskTaskRunner(address=dask_address)
     result: dict[str, Any] = convert_flow.with_options(task_runner=runner)(
-        sources, data_root, labels, config
+        sources, data_root, labels, config, rule
     )
     return result

@@ -21,7 +21,7 @@ from braincls.train.stage import ModelRecord
 from flows.failures import stage
 from tasks.common import HOUR
 from tasks.convert import convert_dicom
-from tasks.data import import_images, preprocess_images, split_dataset
+from tasks.data import import_images, preprocess_images, slice_volumes, split_dataset
 from tasks.evaluate import evaluate
 from tasks.registry import register_model
 from tasks.train import train
@@ -38,6 +38,10 @@ def new_run_id() -> str:
 #: What an operator should do when a stage fails; the run's final message carries it.
 WHAT_TO_DO = {
     "import": "check the image folder named above (one sub-folder per class) and rerun",
+    "volumes": (
+        "check the volumes folder and the file patterns (config.volumes); the table of set-aside "
+        "files names each bad volume, then rerun"
+    ),
     "convert": (
         "check the DICOM folders and the labels table named above; converted series are kept, "
         "so a rerun converts only what is missing"
@@ -99,7 +103,7 @@ def _convert_remote(
     """Convert on a Dask cluster (one task per series) through the conversion flow."""
     from flows.convert import convert_on_dask
 
-    record = convert_on_dask(sources, root, dask_address, labels, cfg.convert)
+    record = convert_on_dask(sources, root, dask_address, labels, cfg.convert, cfg.labels)
     return SourceRecord(**record), "Completed"
 
 
@@ -118,6 +122,7 @@ def pipeline(
     labels: str | None = None,
     dask_address: str | None = None,
     images_dirs: list[str] | None = None,
+    volumes_dirs: list[str] | None = None,
     refresh: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate a tumor / no-tumor classifier on image folders and / or DICOM.
@@ -134,6 +139,9 @@ def pipeline(
         dask_address: convert DICOM on this Dask scheduler (``tcp://host:8786``), one task per
             series, instead of a local process pool.
         images_dirs: more class-per-folder image sets, each a source of its own.
+        volumes_dirs: folders of co-registered NIfTI volumes with segmentation masks (BraTS
+            layout by default, see config.volumes), each a source of its own; slices are
+            labelled from the masks (config.labels) and split by patient.
         refresh: rebuild every stage's outputs instead of reusing earlier ones.
     """
     logger = get_run_logger()
@@ -143,12 +151,20 @@ def pipeline(
     states: dict[str, str] = {}
     image_sources = _resolved([*([images_dir] if images_dir else []), *(images_dirs or [])])
     dicom_sources = _resolved(dicom_dirs)
-    if not image_sources and not dicom_sources:
-        raise ValueError("give at least one source: images_dir(s) (image folders) or dicom_dirs")
+    volume_sources = _resolved(volumes_dirs)
+    if not image_sources and not dicom_sources and not volume_sources:
+        raise ValueError(
+            "give at least one source: images_dir(s) (image folders), volumes_dirs or dicom_dirs"
+        )
     sources: list[SourceRecord] = []
     for index, folder in enumerate(image_sources):
         record, states[f"import[{index}]" if index else "import"] = _call(
             "import", import_images, folder, root, cfg.importing, refresh=refresh
+        )
+        sources.append(record)
+    for index, folder in enumerate(volume_sources):
+        record, states[f"volumes[{index}]" if index else "volumes"] = _call(
+            "volumes", slice_volumes, folder, root, cfg.volumes, cfg.labels, refresh=refresh
         )
         sources.append(record)
     if dicom_sources:
@@ -160,11 +176,19 @@ def pipeline(
                 )
         else:
             record, states["convert"] = _call(
-                "convert", convert_dicom, dicom_sources, root, cfg.convert, labels_path,
+                "convert",
+                convert_dicom,
+                dicom_sources,
+                root,
+                cfg.convert,
+                labels_path,
                 refresh=refresh,
+                rule=cfg.labels,
             )
         sources.append(record)
-    split, states["split"] = _call("split", split_dataset, sources, root, cfg.split, refresh=refresh)
+    split, states["split"] = _call(
+        "split", split_dataset, sources, root, cfg.split, refresh=refresh
+    )
     dataset, states["preprocess"] = _call(
         "preprocess", preprocess_images, split, root, cfg.preprocess, refresh=refresh
     )

@@ -27,6 +27,7 @@ def retrain_flow(
     config: PipelineConfig | None = None,
     train_deployment: str | None = None,
     skip_ingest: bool = False,
+    refresh: bool = False,
 ) -> dict[str, Any]:
     """Ingest new series of ``collections``, then train, evaluate and register a model on them.
 
@@ -35,23 +36,29 @@ def retrain_flow(
         data_root: the data root (raw DICOM, images, manifests, models, reports).
         base_url: NBIA v4 API base URL (default: ``BRAINCLS_TCIA_BASE_URL`` or TCIA's).
         labels: labels table (CSV: PatientID / SeriesInstanceUID / SOPInstanceUID -> label);
-            default ``<data_root>/labels.csv``.
+            default ``<data_root>/labels.csv`` when it exists. Images the table does not name
+            are labelled from the collection's segmentations (DICOM SEG, RTSTRUCT) by the
+            labelling rule (``config.labels``).
         modality: Modality to ingest and convert.
         config: the pipeline configuration (training, evaluation, promotion floors...).
         train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``).
         skip_ingest: train on what is already verified locally, without asking the server.
+        refresh: rebuild every stage's outputs instead of reusing earlier ones.
     """
     logger = get_run_logger()
     if not collections:
         raise ValueError("collections: give at least one collection to train on")
     cfg = config or PipelineConfig()
     root = Path(data_root).resolve()
-    labels_path = Path(labels).resolve() if labels else root / "labels.csv"
-    if not labels_path.is_file():
+    labels_path: Path | None = Path(labels).resolve() if labels else root / "labels.csv"
+    if labels and not Path(str(labels_path)).is_file():
         raise FileNotFoundError(
-            f"{labels_path}: labels table not found; DICOM data needs one to be trained on "
-            "(columns Collection/PatientID/SeriesInstanceUID/SOPInstanceUID, label)"
+            f"{labels_path}: labels table not found (columns Collection/PatientID/"
+            "SeriesInstanceUID/SOPInstanceUID, label); without --labels, labels come from "
+            "<data root>/labels.csv if present, else from the collection's segmentations"
         )
+    if labels_path is not None and not labels_path.is_file():
+        labels_path = None
     url = base_url or Settings().tcia_base_url
     ingested: dict[str, Any] = {}
     if not skip_ingest:
@@ -83,11 +90,12 @@ def retrain_flow(
         )
     result = pipeline(
         dicom_dirs=[str(src) for src in sources],
-        labels=str(labels_path),
+        labels=str(labels_path) if labels_path is not None else None,
         data_root=str(root),
         config=cfg.model_copy(
             update={"convert": cfg.convert.model_copy(update={"modality": modality})}
         ),
         train_deployment=train_deployment,
+        refresh=refresh,
     )
     return {**result, "ingest": ingested}

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from braincls.common.layout import DataLayout
-from braincls.config import ConvertConfig
+from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.convert import SeriesResult, SeriesUnit, convert_series, pending_series
 from braincls.convert.stage import run_convert
 from braincls.data.stage import SourceRecord
@@ -28,30 +28,52 @@ def convert_dicom(
     config: ConvertConfig,
     labels: str | None = None,
     refresh: bool = False,
+    rule: LabelRuleConfig | None = None,
 ) -> SourceRecord | State:
-    """Convert DICOM folders into one images manifest (series already converted are reused).
+    """Convert DICOM folders into one images manifest (series already converted are reused);
+    labels come from the labels table, else from the DICOM SEG / RTSTRUCT objects.
 
-    Conversion and quarantine counts go to the dashboard as the ``conversion-summary`` table.
+    Conversion and quarantine counts go to the dashboard as the ``conversion-summary`` table,
+    and what each segmentation labelled as ``segmentation-summary``.
     """
     outcome = run_convert(
         [Path(s) for s in sources],
         DataLayout(Path(data_root)),
         config,
         _labels(labels),
+        rule=rule,
         refresh=refresh,
     )
     record = outcome.record
     reasons = record.summary.get("set_aside_by_reason", {})
+    sources_of_labels = record.summary.get("label_sources", {})
     create_table_artifact(
         key="conversion-summary",
         table=[
             {"what": "images", "count": record.n_images},
+            *(
+                {"what": f"labelled by {source}", "count": int(n)}
+                for source, n in sources_of_labels.items()
+            ),
             {"what": "patients", "count": record.n_groups},
             {"what": "set aside", "count": record.n_quarantined},
             *({"what": f"set aside: {reason}", "count": int(n)} for reason, n in reasons.items()),
         ],
-        description=f"DICOM conversion of {record.name}: images, patients, files set aside by reason",
+        description=f"DICOM conversion of {record.name}: images, label sources, patients, files set aside by reason",
     )
+    segmentations = record.summary.get("segmentations", [])
+    if segmentations:
+        create_table_artifact(
+            key="segmentation-summary",
+            table=[
+                {key: value for key, value in row.items() if key not in ("segmentation_path",)}
+                for row in segmentations
+            ],
+            description=(
+                "Slices each segmentation labelled (yes / no), set aside by the labelling rule "
+                "(ambiguous, no brain) and could not match"
+            ),
+        )
     return finished(outcome)
 
 

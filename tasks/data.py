@@ -8,7 +8,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 
 from braincls.common.layout import DataLayout
-from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
+from braincls.config import (
+    ImportConfig,
+    LabelRuleConfig,
+    PreprocessConfig,
+    SplitConfig,
+    VolumesConfig,
+)
 from braincls.data.stage import (
     DatasetRecord,
     SourceRecord,
@@ -17,6 +23,7 @@ from braincls.data.stage import (
     run_import,
     run_preprocess,
     run_split,
+    run_volumes,
 )
 from tasks.common import HOUR, MINUTE, finished, markdown_table, stage_task
 
@@ -39,6 +46,41 @@ def import_images(
             + markdown_table(quarantine.head(20).to_dict("records"))
         ),
         description="Images imported, near-duplicate groups and quarantined files",
+    )
+    return finished(outcome)
+
+
+@stage_task("slice-volumes", timeout_seconds=4 * HOUR, tags=["data", "volumes"])
+def slice_volumes(
+    source_dir: str,
+    data_root: str,
+    config: VolumesConfig,
+    rule: LabelRuleConfig,
+    refresh: bool = False,
+) -> SourceRecord | State:
+    """Slice NIfTI volumes and label each slice from its mask; counts go to the dashboard."""
+    outcome = run_volumes(
+        Path(source_dir), DataLayout(Path(data_root)), config, rule, refresh=refresh
+    )
+    record = outcome.record
+    summary = record.summary
+    create_table_artifact(
+        key="volumes-summary",
+        table=[
+            {"what": "cases read", "count": summary.get("cases_read", 0)},
+            *(
+                {"what": f"slices labelled {label}", "count": int(n)}
+                for label, n in summary.get("labels", {}).items()
+            ),
+            *(
+                {"what": f"set aside: {reason}", "count": int(n)}
+                for reason, n in summary.get("set_aside_by_reason", {}).items()
+            ),
+        ],
+        description=(
+            f"Volumes of {record.name} ({', '.join(config.sequences)}, {config.plane}): "
+            "slices labelled from the masks, and set aside by reason"
+        ),
     )
     return finished(outcome)
 

@@ -49,7 +49,13 @@ def plan_collection(
 ) -> IngestPlan:
     """List the collection and compare it with the verified local state."""
     with NbiaClient.from_config(config, base_url) as client:
-        return plan_ingest(client, collection, Path(raw_root), filters)
+        return plan_ingest(
+            client,
+            collection,
+            Path(raw_root),
+            filters,
+            segmentations=config.include_segmentations,
+        )
 
 
 @task(

@@ -28,7 +28,24 @@ IMAGE_COLUMNS: dict[str, str] = {
     "fingerprint": "string",  # 64-bit perceptual hash, 16 hex digits
     "group_id": "string",  # near-duplicate group (folders) or patient (DICOM); never split across sets
     "patient_id": "string",  # de-identified PatientID for DICOM data, <NA> for image folders
+    "label_source": "string",  # where the label came from: folder, table, SEG, RTSTRUCT, mask
 }
+
+#: Values of ``label_source``.
+LABEL_SOURCES = ("folder", "table", "SEG", "RTSTRUCT", "mask")
+
+#: Reasons of set-aside rows that are a choice, not a fault of the data: slices the converter or
+#: the labelling rule leaves out by design, and segmentation objects (read for labels, not
+#: trained on). The validation gate's quarantine share does not count them.
+SELECTION_REASONS = frozenset(
+    {
+        "background_slice",
+        "segmentation",
+        "ambiguous_tumour_area",
+        "no_brain",
+        "unselected_segments_only",
+    }
+)
 
 SPLIT_COLUMN = "split"
 SPLITS = ("train", "val", "test")

@@ -31,6 +31,7 @@ from braincls.convert.reading import (
     check_decodable,
     check_native_length,
     collection_name,
+    decimals,
     frame_attributes,
     has_pixel_data,
     non_image_reason,
@@ -41,6 +42,7 @@ from braincls.convert.reading import (
     read_bytes,
     read_lut,
     safe_uid,
+    segmentation_kind,
     text_value,
     transfer_syntax,
     unwrap_gzip,
@@ -147,6 +149,9 @@ class FrameOutcome:
     fingerprint: str
     slice_position: float
     pixel_spacing_mm: tuple[float, float] | None
+    #: (0020,0032) and (0020,0037) of the frame, backslash-joined decimals (None if absent).
+    image_position: str | None
+    image_orientation: str | None
     window_source: str
     intensity_mean: float
     intensity_std: float
@@ -180,6 +185,7 @@ def _header(dataset: Dataset, config: ConvertConfig) -> dict[str, str | None]:
         "patient_id": patient,
         "modality": (text_value(dataset, "Modality") or "").upper() or None,
         "collection_header": collection_name(dataset),
+        "frame_of_reference_uid": safe_uid(dataset.get("FrameOfReferenceUID")),
     }
 
 
@@ -206,6 +212,10 @@ def _convert_object(
 ) -> None:
     """Check one image object, then render and write each of its frames (temporary names)."""
     header = outcome.header
+    kind = segmentation_kind(dataset)
+    if kind is not None:
+        # Not an image to train on, but the source of labels: the assembly reads it.
+        raise SetAside(Reason.SEGMENTATION, f"{kind}: a segmentation, read for slice labels")
     non_image = non_image_reason(dataset)
     if non_image is not None:
         raise SetAside(Reason.NON_IMAGE_OBJECT, f"{non_image} holds no image to train on")
@@ -303,6 +313,8 @@ def _convert_object(
                 fingerprint=f"{perceptual_hash(image):016x}",
                 slice_position=attributes.slice_position,
                 pixel_spacing_mm=attributes.pixel_spacing_mm,
+                image_position=decimals(attributes.image_position),
+                image_orientation=decimals(attributes.image_orientation),
                 window_source=rendered.window_source,
                 intensity_mean=float(mean[0][0]),
                 intensity_std=float(std[0][0]),

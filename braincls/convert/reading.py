@@ -97,6 +97,7 @@ class Reason(StrEnum):
     DUPLICATE_INSTANCE = "duplicate_instance"
     BACKGROUND_SLICE = "background_slice"
     UNLABELLED = "unlabelled"
+    SEGMENTATION = "segmentation"
 
 
 class SetAside(Exception):
@@ -275,6 +276,34 @@ def number_of_frames(dataset: Dataset) -> int:
 def has_pixel_data(dataset: Dataset) -> bool:
     """True when the dataset has (7FE0,0010), (7FE0,0008) or (7FE0,0009) pixel data."""
     return any(keyword in dataset for keyword in _PIXEL_KEYWORDS)
+
+
+#: (0008,0016) SOP Class UIDs of tumour segmentations that label slices: DICOM SEG, Label Map
+#: Segmentation and RT Structure Set.
+SEGMENTATION_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.66.7": "SEG",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+}
+
+
+def segmentation_kind(dataset: Dataset) -> str | None:
+    """``SEG`` or ``RTSTRUCT`` when (0008,0016) SOP Class UID (or, lacking it, (0008,0060)
+    Modality) names a segmentation object; None otherwise."""
+    sop_class = str(dataset.get("SOPClassUID", "") or "")
+    if sop_class in SEGMENTATION_SOP_CLASSES:
+        return SEGMENTATION_SOP_CLASSES[sop_class]
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if not sop_class and modality in ("SEG", "RTSTRUCT"):
+        return modality
+    return None
+
+
+def decimals(values: tuple[float, ...] | None) -> str | None:
+    """A multi-valued DS as DICOM writes it: decimals joined by backslashes; None if absent."""
+    if values is None:
+        return None
+    return "\\".join(repr(float(value)) for value in values)
 
 
 def non_image_reason(dataset: Dataset) -> str | None:

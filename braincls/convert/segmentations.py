@@ -12,7 +12,7 @@ when the segmentation's geometry provably lies on the image's pixel grid.
 The images manifest
 -------------------
 One row per converted image (each frame of a multi-frame object its own row), with the columns
-in :data:`IMAGE_COLUMNS`. The geometry columns hold the header values as the converter read them:
+in :data:`INPUT_COLUMNS`. The geometry columns hold the header values as the converter read them:
 
 - ``image_position_patient``: (0020,0032) Image Position (Patient) of the image, or of the frame's
   (0020,9113) Plane Position Sequence item, as DICOM writes a multi-valued DS: three decimals
@@ -157,7 +157,7 @@ SEG_SOURCE = "SEG"
 RTSTRUCT_SOURCE = "RTSTRUCT"
 
 #: Columns of the images manifest this module reads, with the dtype it expects.
-IMAGE_COLUMNS: dict[str, str] = {
+INPUT_COLUMNS: dict[str, str] = {
     "sample_id": "string",
     "patient_id": "string",  # (0010,0020)
     "series_instance_uid": "string",  # (0020,000E)
@@ -175,7 +175,7 @@ IMAGE_COLUMNS: dict[str, str] = {
 
 #: Columns of ``series_geometry`` (and the geometry part of the images manifest).
 GEOMETRY_COLUMNS: tuple[str, ...] = tuple(
-    name for name in IMAGE_COLUMNS if name not in ("sample_id", "brain_area_mm2")
+    name for name in INPUT_COLUMNS if name not in ("sample_id", "brain_area_mm2")
 )
 
 LABEL_COLUMNS: dict[str, str] = {
@@ -588,11 +588,11 @@ def _text(value: object) -> str | None:
 
 
 def _catalogue(images: pd.DataFrame, series_geometry: pd.DataFrame | None) -> _Catalogue:
-    missing = [name for name in IMAGE_COLUMNS if name not in images.columns]
+    missing = [name for name in INPUT_COLUMNS if name not in images.columns]
     if missing:
         raise ManifestError(
             f"images manifest lacks the columns {missing} that labelling from segmentations "
-            "needs (see segmentations.IMAGE_COLUMNS)"
+            "needs (see segmentations.INPUT_COLUMNS)"
         )
     frames = [images[list(GEOMETRY_COLUMNS)]]
     if series_geometry is not None:
@@ -1316,7 +1316,7 @@ def labels_from_segmentations(
     """Slice labels for the images a DICOM SEG or RTSTRUCT segments (and co-registered series).
 
     ``segmentation_files`` are candidate files, told apart by (0008,0016) SOP Class UID;
-    ``images`` is the images manifest (:data:`IMAGE_COLUMNS`); ``series_geometry`` optionally adds
+    ``images`` is the images manifest (:data:`INPUT_COLUMNS`); ``series_geometry`` optionally adds
     the geometry of images the converter set aside. Paths in the result are relative to ``root``
     (or file names). A bad segmentation becomes rows of ``set_aside`` and never stops the others.
 

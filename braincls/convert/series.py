@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 #: Version of the conversion code; part of every series key. Bump it whenever a change alters
 #: an output file or table, so that caches written by older code are not reused.
-CONVERTER_VERSION = "1.0.0"
+CONVERTER_VERSION = "1.1.0"
 
 SERIES_RECORD = "series.json"
 IMAGES_PART = "images.parquet"
@@ -75,12 +75,28 @@ IMAGE_PART_COLUMNS: dict[str, str] = {
     "cols": "int64",
     "pixel_spacing_row_mm": "float64",
     "pixel_spacing_col_mm": "float64",
+    "frame_of_reference_uid": "string",
+    "image_position_patient": "string",
+    "image_orientation_patient": "string",
     "window_source": "string",
     "foreground_fraction": "float64",
     "intensity_mean": "float64",
     "intensity_std": "float64",
     "intensity_min": "int64",
     "intensity_max": "int64",
+}
+
+#: Slice geometry of an image set aside after decoding (a background slice): segmentations of
+#: co-registered series are compared slice by slice, background slices included.
+GEOMETRY_COLUMNS: dict[str, str] = {
+    "patient_id": "string",
+    "frame_of_reference_uid": "string",
+    "image_position_patient": "string",
+    "image_orientation_patient": "string",
+    "rows": "Int64",
+    "cols": "Int64",
+    "pixel_spacing_row_mm": "float64",
+    "pixel_spacing_col_mm": "float64",
 }
 
 #: Columns of a series' quarantine part.
@@ -91,6 +107,7 @@ QUARANTINE_PART_COLUMNS: dict[str, str] = {
     "sop_instance_uid": "string",
     "series_instance_uid": "string",
     "frame_index": "Int64",
+    **GEOMETRY_COLUMNS,
 }
 
 
@@ -250,7 +267,10 @@ def finish_series(
                 f"{100 * config.min_foreground_fraction:.1f}%"
             )
             quarantine.append(
-                _quarantine_row(outcome, Reason.BACKGROUND_SLICE, detail, frame.frame_index)
+                {
+                    **_quarantine_row(outcome, Reason.BACKGROUND_SLICE, detail, frame.frame_index),
+                    **_geometry(outcome, frame),
+                }
             )
             continue
         images.append(_image_row(unit, outcome, frame, fraction, work_dir, native_dir))
@@ -304,6 +324,20 @@ def _quarantine_row(
     }
 
 
+def _geometry(outcome: FileOutcome, frame: FrameOutcome) -> dict[str, object]:
+    spacing = frame.pixel_spacing_mm
+    return {
+        "patient_id": outcome.header.get("patient_id"),
+        "frame_of_reference_uid": outcome.header.get("frame_of_reference_uid"),
+        "image_position_patient": frame.image_position,
+        "image_orientation_patient": frame.image_orientation,
+        "rows": outcome.rows,
+        "cols": outcome.cols,
+        "pixel_spacing_row_mm": spacing[0] if spacing else math.nan,
+        "pixel_spacing_col_mm": spacing[1] if spacing else math.nan,
+    }
+
+
 def _image_row(
     unit: SeriesUnit,
     outcome: FileOutcome,
@@ -324,7 +358,6 @@ def _image_row(
         os.replace(work_dir / frame.temp_native_name, work_dir / native_name)
     patient = header.get("patient_id")
     group = patient or header.get("study_instance_uid") or header.get("series_instance_uid") or sop
-    spacing = frame.pixel_spacing_mm
     return {
         "sample_id": f"{sop}#{frame.frame_index}" if multi_frame else sop,
         "png_name": name,
@@ -345,10 +378,7 @@ def _image_row(
         "modality": header.get("modality"),
         "frame_index": frame.frame_index,
         "slice_position": frame.slice_position,
-        "rows": outcome.rows,
-        "cols": outcome.cols,
-        "pixel_spacing_row_mm": spacing[0] if spacing else math.nan,
-        "pixel_spacing_col_mm": spacing[1] if spacing else math.nan,
+        **_geometry(outcome, frame),
         "window_source": frame.window_source,
         "foreground_fraction": fraction,
         "intensity_mean": frame.intensity_mean,

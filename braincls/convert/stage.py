@@ -11,7 +11,7 @@ from braincls.common.atomic import write_parquet
 from braincls.common.hashing import sha256_file, tree_listing_hash
 from braincls.common.layout import DataLayout
 from braincls.common.records import RECORD_FILE, Outcome, reusable, stage_key, write_record
-from braincls.config import ConvertConfig
+from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.data.stage import SourceRecord
 
 #: Code version of the conversion stage (the per-series cache below has its own).
@@ -22,8 +22,14 @@ class NoLabelledImages(ValueError):
     """A DICOM source produced no image with a label: there is nothing to train on."""
 
 
-def convert_key(sources: Sequence[Path], labels_path: Path | None, config: ConvertConfig) -> str:
-    """Key of the conversion stage: each source folder's listing, the labels table, the config.
+def convert_key(
+    sources: Sequence[Path],
+    labels_path: Path | None,
+    config: ConvertConfig,
+    rule: LabelRuleConfig | None = None,
+) -> str:
+    """Key of the conversion stage: each source folder's listing, the labels table, the config
+    and the labelling rule.
 
     The per-series conversion cache below it is keyed by MD5s; this key only decides whether
     the folders must be walked again at all.
@@ -34,6 +40,7 @@ def convert_key(sources: Sequence[Path], labels_path: Path | None, config: Conve
         [[str(Path(src).resolve()), tree_listing_hash(Path(src))] for src in sources],
         sha256_file(Path(labels_path)) if labels_path is not None else None,
         config.config_hash(),
+        (rule or LabelRuleConfig()).config_hash(),
     )
 
 
@@ -48,14 +55,17 @@ def run_convert(
     config: ConvertConfig,
     labels_path: Path | None = None,
     *,
+    rule: LabelRuleConfig | None = None,
     workers: int | None = None,
     refresh: bool = False,
 ) -> Outcome[SourceRecord]:
     """Convert DICOM folders (e.g. ``raw/<Collection>``) into one images manifest.
 
-    The manifest has the image-folder manifest's columns (so split, preprocess and the rest
-    treat both sources alike) plus the DICOM ones; ``group_id`` is the patient, so the split
-    keeps each patient on one side. Raises :class:`NoLabelledImages` when nothing is labelled.
+    Labels come from the labels table where it names an image, else from the DICOM SEG and
+    RTSTRUCT objects in the folders (the labelling ``rule``); ``label_source`` says which. The
+    manifest has the image-folder manifest's columns (so split, preprocess and the rest treat
+    both sources alike) plus the DICOM ones; ``group_id`` is the patient, so the split keeps
+    each patient on one side. Raises :class:`NoLabelledImages` when nothing is labelled.
     """
     from braincls.convert import ConversionError, convert_tree, load_labels
 
@@ -67,10 +77,11 @@ def run_convert(
             raise ConversionError(f"{src}: DICOM source folder not found")
     if labels_path is not None and not Path(labels_path).is_file():
         raise ConversionError(
-            f"{labels_path}: labels table not found; DICOM images need one to be trained on "
-            "(see braincls/convert/labels.py for its format)"
+            f"{labels_path}: labels table not found (see braincls/convert/labels.py for its "
+            "format; without one, labels come from the segmentations in the folders)"
         )
-    key = convert_key(sources, labels_path, config)
+    rule = rule or LabelRuleConfig()
+    key = convert_key(sources, labels_path, config, rule)
     folder = layout.manifests / "convert" / key
     found = reusable(folder / RECORD_FILE, SourceRecord, refresh=refresh)
     if found is not None:
@@ -78,6 +89,9 @@ def run_convert(
     table = load_labels(Path(labels_path)) if labels_path is not None else None
     images: list[pd.DataFrame] = []
     quarantine: list[pd.DataFrame] = []
+    classes: set[str] = set()
+    label_sources: dict[str, int] = {}
+    segmentations: list[dict[str, object]] = []
     for index, src in enumerate(sources):
         result = convert_tree(
             Path(src),
@@ -87,9 +101,14 @@ def run_convert(
             workers=workers,
             manifest_dir=folder / "parts" / str(index),
             refresh=refresh,
+            rule=rule,
         )
         images.append(pd.read_parquet(result.images_manifest))
         quarantine.append(pd.read_parquet(result.quarantine_table))
+        classes |= set(result.class_names)
+        for name, count in result.label_sources.items():
+            label_sources[name] = label_sources.get(name, 0) + count
+        segmentations.extend(result.segmentations)
     manifest = pd.concat(images, ignore_index=True)
     set_aside = pd.concat(quarantine, ignore_index=True)
     if manifest.empty:
@@ -97,8 +116,19 @@ def run_convert(
         raise NoLabelledImages(
             f"{', '.join(map(str, sources))}: no labelled image to train on "
             f"({len(set_aside)} files set aside: {reasons}); "
-            + ("give a labels table" if table is None else "check the labels table's identifiers")
+            + (
+                "give a labels table, or segmentations (DICOM SEG / RTSTRUCT) of the series"
+                if table is None
+                else "check the labels table's identifiers"
+            )
         )
+    class_names = sorted(classes)
+    if len(class_names) != 2 or set(manifest["label"].astype(str)) != set(class_names):
+        raise NoLabelledImages(
+            f"{', '.join(map(str, sources))}: training needs images of two classes; the "
+            f"labelled images are of {sorted(set(manifest['label'].astype(str)))} only"
+        )
+    manifest["label_index"] = manifest["label"].map(class_names.index).astype("int64")
     write_parquet(folder / "images.parquet", manifest)
     write_parquet(folder / "quarantine.parquet", set_aside)
     by_reason = {
@@ -111,14 +141,16 @@ def run_convert(
         kind="dicom",
         manifest_path=str(folder / "images.parquet"),
         quarantine_path=str(folder / "quarantine.parquet"),
-        class_names=list(table.classes) if table is not None else [],
+        class_names=class_names,
         n_images=len(manifest),
         n_quarantined=len(set_aside),
         n_groups=int(manifest["group_id"].nunique()),
-        config=recorded_convert_config(config),
+        config={**recorded_convert_config(config), "labels": rule.model_dump(mode="json")},
         summary={
             "patients": int(manifest["group_id"].nunique()),
             "set_aside_by_reason": by_reason,
+            "label_sources": label_sources,
+            "segmentations": segmentations,
         },
     )
     write_record(folder / RECORD_FILE, record)

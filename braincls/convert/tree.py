@@ -34,7 +34,7 @@ import pandas as pd
 from braincls.common.atomic import atomic_dir, write_json, write_parquet
 from braincls.common.hashing import stable_hash
 from braincls.common.tables import IMAGE_COLUMNS, QUARANTINE_COLUMNS, coerce, empty_frame
-from braincls.config import ConvertConfig
+from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.convert.files import FileOutcome, convert_files, scan_file
 from braincls.convert.labels import LabelTable
 from braincls.convert.reading import (
@@ -53,6 +53,7 @@ from braincls.convert.series import (
     is_complete,
     series_key,
 )
+from braincls.data.labelling import LABEL_CLASSES
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ DICOM_IMAGE_COLUMNS: dict[str, str] = {
     "cols": "int64",  # (0028,0011), native
     "pixel_spacing_row_mm": "float64",  # (0028,0030) first value
     "pixel_spacing_col_mm": "float64",  # (0028,0030) second value
+    "frame_of_reference_uid": "string",  # (0020,0052)
+    "image_position_patient": "string",  # (0020,0032), backslash-joined decimals
+    "image_orientation_patient": "string",  # (0020,0037), backslash-joined decimals
+    "brain_area_mm2": "float64",  # foreground (head or brain) area of the slice
+    "tumour_area_mm2": "float64",  # segmented area when a segmentation labelled it, else NaN
     "window_source": "string",  # voi_lut_sequence | window | percentile
     "foreground_fraction": "float64",  # share of foreground in the series-relative thumbnail
     "intensity_mean": "float64",  # of the 8-bit output PNG
@@ -121,6 +127,12 @@ class ConversionResult:
     set_aside: int
     unlabelled: int
     reasons: dict[str, int] = field(default_factory=dict)
+    #: The classes of the labelled images (``label_index`` is the position here).
+    class_names: tuple[str, ...] = ()
+    #: Labelled images per label source (table, SEG, RTSTRUCT).
+    label_sources: dict[str, int] = field(default_factory=dict)
+    #: One row per segmentation object: what it labelled, set aside or could not match.
+    segmentations: list[dict[str, object]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,26 +404,37 @@ def _read_part(folder: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def assemble_manifests(
-    units: Sequence[SeriesUnit],
-    out_root: Path,
-    config: ConvertConfig,
-    labels: LabelTable | None,
-    manifest_dir: Path,
-) -> tuple[Path, Path, dict[str, int]]:
-    """Join the parts of ``units`` into ``manifest_dir/images.parquet`` and ``quarantine.parquet``.
+@dataclass(frozen=True)
+class Assembled:
+    """What :func:`assemble_manifests` wrote and counted."""
 
-    Returns both paths and the counts (images, set aside, unlabelled, per reason).
-    """
-    out_root = Path(out_root)
-    table = labels or LabelTable()
-    if config.pseudonymize_patient_id:
-        salt = config.pseudonym_salt.get_secret_value()
-        table = table.with_patient_ids(lambda patient: pseudonymize(patient, salt))
-    classes = table.classes
+    images_manifest: Path
+    quarantine_table: Path
+    images: int
+    set_aside: int
+    unlabelled: int
+    reasons: dict[str, int]
+    class_names: tuple[str, ...]
+    label_sources: dict[str, int]
+    segmentations: list[dict[str, object]]
 
+
+@dataclass
+class _Parts:
+    """The per-series parts of a conversion, joined: images, set-aside rows, segmentation files
+    and the geometry of background slices (for comparing co-registered series)."""
+
+    images: pd.DataFrame
+    set_aside: list[pd.DataFrame]
+    segmentation_files: list[Path]
+    background_geometry: pd.DataFrame
+
+
+def _join_parts(units: Sequence[SeriesUnit], out_root: Path, config: ConvertConfig) -> _Parts:
     image_parts: list[pd.DataFrame] = []
     quarantine_parts: list[pd.DataFrame] = []
+    segmentation_files: list[Path] = []
+    background: list[pd.DataFrame] = []
     for unit in units:
         key = series_key(unit.md5s, config)
         folder = out_root / key
@@ -422,6 +445,11 @@ def assemble_manifests(
         quarantine["relative_path"] = [unit.relative_path(index) for index in indices]
         quarantine["series_key"] = key
         quarantine_parts.append(quarantine)
+        is_segmentation = quarantine["reason"] == Reason.SEGMENTATION.value
+        segmentation_files.extend(Path(p) for p in quarantine.loc[is_segmentation, "source_path"])
+        is_background = quarantine["reason"] == Reason.BACKGROUND_SLICE.value
+        if is_background.any():
+            background.append(quarantine[is_background])
         if images.empty:
             continue
         names = images["png_name"].astype(str)
@@ -437,10 +465,113 @@ def assemble_manifests(
         images["_dicom_path"] = [str(unit.files[index]) for index in source_indices]
         images["_dicom_relative_path"] = [unit.relative_path(index) for index in source_indices]
         image_parts.append(images)
+    return _Parts(
+        images=pd.concat(image_parts, ignore_index=True) if image_parts else pd.DataFrame(),
+        set_aside=[part for part in quarantine_parts if not part.empty],
+        segmentation_files=segmentation_files,
+        background_geometry=(
+            pd.concat(background, ignore_index=True) if background else pd.DataFrame()
+        ),
+    )
 
-    images = pd.concat(image_parts, ignore_index=True) if image_parts else pd.DataFrame()
-    set_aside: list[pd.DataFrame] = [part for part in quarantine_parts if not part.empty]
+
+def _brain_area_mm2(images: pd.DataFrame) -> pd.Series:
+    """The slice's foreground area: its series-relative foreground share times its area."""
+    return (
+        images["foreground_fraction"].astype("float64")
+        * images["rows"].astype("float64")
+        * images["cols"].astype("float64")
+        * images["pixel_spacing_row_mm"].astype("float64")
+        * images["pixel_spacing_col_mm"].astype("float64")
+    )
+
+
+def _segmentation_labels(
+    parts: _Parts, rule: LabelRuleConfig, source_root: Path | None
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, object]]]:
+    """Labels of the images the segmentations cover, their set-aside rows, their summary."""
+    from braincls.convert.segmentations import labels_from_segmentations
+
+    geometry = parts.background_geometry
+    result = labels_from_segmentations(
+        parts.segmentation_files,
+        parts.images,
+        rule,
+        root=source_root,
+        series_geometry=geometry if not geometry.empty else None,
+    )
+    summary = [{str(k): v for k, v in row.items()} for row in result.summary.to_dict("records")]
+    return result.labels, result.set_aside, summary
+
+
+def _set_aside_segmentations(set_aside: pd.DataFrame, source_root: Path | None) -> pd.DataFrame:
+    """Rows of the quarantine for segmentations (or series) a segmentation could not label."""
+    paths = [
+        str(source_root / str(path)) if source_root is not None else str(path)
+        for path in set_aside["segmentation_path"]
+    ]
+    return pd.DataFrame(
+        {
+            "source_path": paths,
+            "relative_path": set_aside["segmentation_path"].astype(str).to_numpy(),
+            "reason": set_aside["reason"].astype(str).to_numpy(),
+            "detail": set_aside["detail"].to_numpy(),
+            "sop_instance_uid": set_aside["segmentation_sop_instance_uid"].to_numpy(),
+            "series_instance_uid": set_aside["series_instance_uid"].to_numpy(),
+            "frame_index": pd.array([pd.NA] * len(set_aside), dtype="Int64"),
+            "series_key": pd.array([pd.NA] * len(set_aside), dtype="string"),
+        }
+    )
+
+
+def _classes(table: LabelTable, uses_segmentations: bool) -> tuple[str, ...]:
+    classes = set(table.classes)
+    if uses_segmentations:
+        classes |= set(LABEL_CLASSES)
+        if len(classes) > len(LABEL_CLASSES):
+            raise ConversionError(
+                f"the labels table's classes {sorted(table.classes)} differ from the classes "
+                f"segmentations give ({', '.join(LABEL_CLASSES)}); write the table with "
+                f"{' / '.join(LABEL_CLASSES)} so that both label the same classes"
+            )
+    return tuple(sorted(classes))
+
+
+def assemble_manifests(
+    units: Sequence[SeriesUnit],
+    out_root: Path,
+    config: ConvertConfig,
+    labels: LabelTable | None,
+    manifest_dir: Path,
+    *,
+    rule: LabelRuleConfig | None = None,
+    source_root: Path | None = None,
+    keep_unlabelled: bool = False,
+) -> Assembled:
+    """Join the parts of ``units`` into ``manifest_dir/images.parquet`` and ``quarantine.parquet``.
+
+    Every image gets its label from, in this order: the labels table (it always wins), a DICOM
+    SEG or RTSTRUCT among the units that covers it (the labelling ``rule``: areas in mm²), or
+    nothing. Images the rule sets aside (ambiguous slivers, too little brain) go to the
+    quarantine with the rule's reason; unlabelled images too, unless ``keep_unlabelled`` keeps
+    them in the manifest with an empty label and ``label_index`` -1 (for prediction).
+
+    Returns both paths and the counts (images, set aside, unlabelled, per reason, classes,
+    label sources, and one summary row per segmentation).
+    """
+    out_root = Path(out_root)
+    rule = rule or LabelRuleConfig()
+    table = labels or LabelTable()
+    if config.pseudonymize_patient_id:
+        salt = config.pseudonym_salt.get_secret_value()
+        table = table.with_patient_ids(lambda patient: pseudonymize(patient, salt))
+    parts = _join_parts(units, out_root, config)
+    images = parts.images
+    set_aside = list(parts.set_aside)
     unlabelled_count = 0
+    segmentation_summary: list[dict[str, object]] = []
+    uses_segmentations = bool(parts.segmentation_files) and not images.empty
+    classes = _classes(table, uses_segmentations)
     if not images.empty:
         duplicate = images.duplicated("sample_id", keep="first")
         if duplicate.any():
@@ -453,7 +584,8 @@ def assemble_manifests(
                     [f"already converted in series folder {first_key[s]}" for s in rows.sample_id],
                 )
             )
-            images = images[~duplicate]
+            images = images[~duplicate].reset_index(drop=True)
+        images["brain_area_mm2"] = _brain_area_mm2(images)
         found = [
             table.lookup(
                 sop_instance_uid=_text(row.sop_instance_uid),
@@ -463,25 +595,42 @@ def assemble_manifests(
             )
             for row in images.itertuples(index=False)
         ]
-        images = images.assign(label=pd.Series(found, index=images.index, dtype="string"))
+        images["label"] = pd.Series(found, index=images.index, dtype="string")
+        images["label_source"] = pd.Series(
+            ["table" if label is not None else None for label in found],
+            index=images.index,
+            dtype="string",
+        )
+        images["tumour_area_mm2"] = float("nan")
+        if uses_segmentations:
+            seg_labels, seg_set_aside, segmentation_summary = _segmentation_labels(
+                parts, rule, source_root
+            )
+            if not seg_set_aside.empty:
+                set_aside.append(_set_aside_segmentations(seg_set_aside, source_root))
+            images, rule_set_aside = _apply_segmentation_labels(images, seg_labels)
+            set_aside.extend(rule_set_aside)
         unlabelled = images["label"].isna()
         unlabelled_count = int(unlabelled.sum())
-        if unlabelled_count:
+        if unlabelled_count and not keep_unlabelled:
             rows = images[unlabelled]
-            details = [
-                "no labels table was given"
-                if labels is None
-                else f"no labels-table row for its SOP Instance UID, Series Instance UID, "
-                f"Patient ID or collection {collection!r}"
-                for collection in rows["collection"]
-            ]
+            if labels is None and not uses_segmentations:
+                details = ["no labels table was given and no segmentation covers it"] * len(rows)
+            else:
+                details = [
+                    f"no labels-table row for its SOP Instance UID, Series Instance UID, "
+                    f"Patient ID or collection {collection!r}, and no segmentation covers it"
+                    for collection in rows["collection"]
+                ]
             set_aside.append(_quarantine_from_images(rows, Reason.UNLABELLED, details))
             images = images[~unlabelled]
     if images.empty:
         manifest = empty_frame(DICOM_MANIFEST_COLUMNS)
     else:
         images = images.assign(
-            label_index=[classes.index(label) for label in images["label"]],
+            label_index=[
+                -1 if pd.isna(label) else classes.index(str(label)) for label in images["label"]
+            ],
             converter_version=CONVERTER_VERSION,
         )
         manifest = coerce(images[list(DICOM_MANIFEST_COLUMNS)], DICOM_MANIFEST_COLUMNS)
@@ -508,15 +657,54 @@ def assemble_manifests(
     manifest_dir = Path(manifest_dir)
     images_path = write_parquet(manifest_dir / IMAGES_MANIFEST, manifest)
     quarantine_path = write_parquet(manifest_dir / QUARANTINE_TABLE, quarantine)
-    counts: dict[str, int] = {
-        "images": len(manifest),
-        "set_aside": len(quarantine),
-        "unlabelled": unlabelled_count,
-    }
-    counts.update(
-        {f"reason:{reason}": int(n) for reason, n in Counter(quarantine["reason"]).items()}
+    return Assembled(
+        images_manifest=images_path,
+        quarantine_table=quarantine_path,
+        images=len(manifest),
+        set_aside=len(quarantine),
+        unlabelled=unlabelled_count,
+        reasons={str(reason): int(n) for reason, n in Counter(quarantine["reason"]).items()},
+        class_names=classes,
+        label_sources={str(k): int(v) for k, v in manifest["label_source"].value_counts().items()},
+        segmentations=segmentation_summary,
     )
-    return images_path, quarantine_path, counts
+
+
+def _apply_segmentation_labels(
+    images: pd.DataFrame, seg_labels: pd.DataFrame
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Give the segmentations' labels to the images the table did not label; the images the
+    labelling rule sets aside go to the quarantine with the rule's reason."""
+    if seg_labels.empty:
+        return images, []
+    by_sample = seg_labels.drop_duplicates("sample_id").set_index("sample_id")
+    covered = images["sample_id"].isin(by_sample.index) & images["label"].isna()
+    if not covered.any():
+        return images, []
+    rows = by_sample.loc[images.loc[covered, "sample_id"]]
+    images.loc[covered, "label"] = rows["label"].to_numpy()
+    images.loc[covered, "label_source"] = rows["label_source"].to_numpy()
+    images.loc[covered, "tumour_area_mm2"] = rows["tumour_area_mm2"].to_numpy(dtype="float64")
+    withheld = covered & images["label"].isna()
+    set_aside: list[pd.DataFrame] = []
+    if withheld.any():
+        reasons = by_sample.loc[images.loc[withheld, "sample_id"], "rule_reason"]
+        part = images[withheld]
+        for reason in sorted(set(reasons.astype(str))):
+            chosen = part[(reasons == reason).to_numpy()]
+            details = [
+                f"{source}: tumour area {area:g} mm²; the labelling rule sets it aside"
+                for source, area in zip(
+                    by_sample.loc[chosen["sample_id"], "label_source"],
+                    by_sample.loc[chosen["sample_id"], "tumour_area_mm2"],
+                    strict=True,
+                )
+            ]
+            quarantine = _quarantine_from_images(chosen, Reason.UNLABELLED, details)
+            quarantine["reason"] = reason
+            set_aside.append(quarantine)
+        images = images[~withheld]
+    return images, set_aside
 
 
 def _text(value: object) -> str | None:
@@ -582,6 +770,8 @@ def convert_tree(
     workers: int | None = None,
     manifest_dir: Path | None = None,
     refresh: bool = False,
+    rule: LabelRuleConfig | None = None,
+    keep_unlabelled: bool = False,
 ) -> ConversionResult:
     """Convert every DICOM file under ``src_dir`` (any layout) into PNGs under ``out_root``.
 
@@ -592,16 +782,20 @@ def convert_tree(
     again, finished or not. Files that cannot be converted are set aside, never raised;
     :class:`ConversionError` means the run itself failed.
 
-    Images without a label (no ``labels`` at all, or no matching row) are converted and cached
-    but listed in the quarantine with reason ``unlabelled`` instead of the images manifest,
-    and counted in :attr:`ConversionResult.unlabelled`: a later run with a labels table
-    reconverts nothing.
+    Labels come from the ``labels`` table where it names an image, else from the DICOM SEG and
+    RTSTRUCT objects under ``src_dir`` by the labelling ``rule`` (see
+    :func:`assemble_manifests`). Images without a label are converted and cached but listed in
+    the quarantine with reason ``unlabelled`` instead of the images manifest (unless
+    ``keep_unlabelled``: then they are in the manifest without a label, for prediction), and
+    counted in :attr:`ConversionResult.unlabelled`: a later run with a labels table reconverts
+    nothing.
 
     With more than one worker, processes start from a fork server (or by spawn), which
     re-imports the caller's ``__main__`` module: a script calling this must guard its entry
     point with ``if __name__ == "__main__":`` (Python's rule for such process pools).
     """
     config = config or ConvertConfig()
+    rule = rule or LabelRuleConfig()
     src_dir = Path(src_dir).resolve()
     out_root = Path(out_root).resolve()
     if not src_dir.is_dir():
@@ -648,39 +842,45 @@ def convert_tree(
                 for key, unit in zip(keys, units, strict=True)
             ],
             "labels": labels.content_hash() if labels is not None else None,
+            "rule": rule.config_hash(),
+            "keep_unlabelled": keep_unlabelled,
             "config": config.config_hash(),
             "converter_version": CONVERTER_VERSION,
         }
     )
     target = Path(manifest_dir) if manifest_dir else out_root / MANIFESTS_FOLDER / run_key[:16]
-    images_path, quarantine_path, counts = assemble_manifests(
-        units, out_root, config, labels, target
+    assembled = assemble_manifests(
+        units,
+        out_root,
+        config,
+        labels,
+        target,
+        rule=rule,
+        source_root=src_dir,
+        keep_unlabelled=keep_unlabelled,
     )
-    reasons = {
-        name.removeprefix("reason:"): value
-        for name, value in counts.items()
-        if name.startswith("reason:")
-    }
     result = ConversionResult(
-        images_manifest=images_path,
-        quarantine_table=quarantine_path,
+        images_manifest=assembled.images_manifest,
+        quarantine_table=assembled.quarantine_table,
         files=sum(len(unit.files) for unit in units),
         ignored_files=ignored,
         series=len(units),
         series_converted=len(pending),
         series_cached=len(set(keys)) - len(pending),
-        images=counts["images"],
-        set_aside=counts["set_aside"],
-        unlabelled=counts["unlabelled"],
-        reasons=reasons,
+        images=assembled.images,
+        set_aside=assembled.set_aside,
+        unlabelled=assembled.unlabelled,
+        reasons=assembled.reasons,
+        class_names=assembled.class_names,
+        label_sources=assembled.label_sources,
+        segmentations=assembled.segmentations,
     )
     write_json(
         target / SUMMARY,
         {
             "converter_version": CONVERTER_VERSION,
             "seconds": round(time.perf_counter() - started, 3),
-            **{name: value for name, value in vars(result).items() if name not in ("reasons",)},
-            "reasons": reasons,
+            **{name: value for name, value in vars(result).items()},
         },
     )
     logger.info(

@@ -150,6 +150,7 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
                     "fingerprint": f"{perceptual_hash(gray):016x}",
                     "group_id": "",
                     "patient_id": None,
+                    "label_source": "folder",
                 }
             )
             thumbs.append(thumbnail(gray))

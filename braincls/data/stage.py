@@ -34,12 +34,19 @@ from braincls.common.tables import (
     SPLITS,
     read_manifest,
 )
-from braincls.config import ImportConfig, PreprocessConfig, SplitConfig
+from braincls.config import (
+    ImportConfig,
+    LabelRuleConfig,
+    PreprocessConfig,
+    SplitConfig,
+    VolumesConfig,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Code versions of the data stages: bump one when its output for the same input changes.
 IMPORT_VERSION = "2"
+VOLUMES_VERSION = "1"
 SPLIT_VERSION = "2"
 PREPROCESS_STAGE_VERSION = "2"
 
@@ -177,6 +184,78 @@ def run_import(
         n_quarantined=len(result.quarantine),
         n_groups=int(result.manifest["group_id"].nunique()),
         config=config.model_dump(mode="json"),
+    )
+    write_record(folder / RECORD_FILE, record)
+    return Outcome(record, reused=False)
+
+
+def volumes_key(source_dir: Path, config: VolumesConfig, rule: LabelRuleConfig) -> str:
+    """Key of the volumes stage: the folder's listing, the volume settings, the labelling rule."""
+    return stage_key(
+        "volumes",
+        VOLUMES_VERSION,
+        str(Path(source_dir).resolve()),
+        tree_listing_hash(source_dir),
+        config.config_hash(),
+        rule.config_hash(),
+    )
+
+
+def run_volumes(
+    source_dir: Path,
+    layout: DataLayout,
+    config: VolumesConfig,
+    rule: LabelRuleConfig,
+    *,
+    refresh: bool = False,
+) -> Outcome[SourceRecord]:
+    """Slice co-registered volumes (NIfTI) and label every slice from its segmentation mask.
+
+    The slices are written as PNGs under ``converted/volumes/<key>/``; ``group_id`` is the case
+    (the patient), so the split keeps a patient's slices and sequences on one side.
+    """
+    from braincls.common.atomic import atomic_dir
+    from braincls.data.volumes import read_volumes
+
+    key = volumes_key(source_dir, config, rule)
+    folder = layout.manifests / "volumes" / key
+    found = reusable(folder / RECORD_FILE, SourceRecord, refresh=refresh)
+    if found is not None:
+        return Outcome(found, reused=True)
+    images_dir = layout.converted / "volumes" / key
+    with atomic_dir(images_dir) as staging:
+        result = read_volumes(source_dir, staging, config, rule)
+    manifest = result.manifest.copy()
+    if not manifest.empty:
+        # The PNGs were written under the staging name; point at their final place.
+        manifest["source_path"] = [
+            str(images_dir / relative) for relative in manifest["relative_path"].astype(str)
+        ]
+    if manifest["label"].nunique() < 2:
+        raise SourceError(
+            f"{source_dir}: the volumes gave labelled slices of "
+            f"{sorted(set(manifest['label'].astype(str)))} only ({result.cases_read} cases "
+            f"read, set aside: {dict(result.reason_counts)}); training needs both classes"
+        )
+    write_parquet(folder / "images.parquet", manifest)
+    write_parquet(folder / "quarantine.parquet", result.quarantine)
+    record = SourceRecord(
+        key=key,
+        name=str(Path(source_dir).resolve().name),
+        kind="volumes",
+        manifest_path=str(folder / "images.parquet"),
+        quarantine_path=str(folder / "quarantine.parquet"),
+        class_names=sorted(set(manifest["label"].astype(str))),
+        n_images=len(manifest),
+        n_quarantined=len(result.quarantine),
+        n_groups=int(manifest["group_id"].nunique()),
+        config={**config.model_dump(mode="json"), "labels": rule.model_dump(mode="json")},
+        summary={
+            "cases_found": result.cases_found,
+            "cases_read": result.cases_read,
+            "labels": dict(result.label_counts),
+            "set_aside_by_reason": {k: int(v) for k, v in result.reason_counts.items() if v},
+        },
     )
     write_record(folder / RECORD_FILE, record)
     return Outcome(record, reused=False)

@@ -140,10 +140,6 @@ class VolumeSourceError(ValueError):
     """The source as a whole cannot be read (missing folder, unusable file pattern)."""
 
 
-class VolumeRenderError(RuntimeError):
-    """A slice could not be encoded as PNG (not a property of the input)."""
-
-
 class SetAside(Exception):
     """Internal: a file is set aside for ``reason``, with a short human-readable ``detail``."""
 

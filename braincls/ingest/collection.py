@@ -59,14 +59,38 @@ class IngestPlan:
         return sum(record.file_size_bytes or 0 for record in self.to_download)
 
 
+#: (0008,0060) Modality of the series that hold tumour segmentations.
+SEGMENTATION_MODALITIES = ("SEG", "RTSTRUCT")
+
+
+def _with_segmentations(
+    client: NbiaClient, collection: str, filters: Mapping[str, str], listed: list[SeriesRecord]
+) -> list[SeriesRecord]:
+    """``listed`` plus the collection's SEG and RTSTRUCT series of the same patients: the
+    segmentations that label the listed images (they have their own Modality, so a Modality
+    filter alone would leave them behind)."""
+    patients = {series.patient_id for series in listed}
+    seen = {series.series_instance_uid for series in listed}
+    extra: list[SeriesRecord] = []
+    for modality in SEGMENTATION_MODALITIES:
+        for series in client.get_series(Collection=collection, **{**filters, "Modality": modality}):
+            if series.patient_id in patients and series.series_instance_uid not in seen:
+                seen.add(series.series_instance_uid)
+                extra.append(series)
+    return [*listed, *extra]
+
+
 def plan_ingest(
     client: NbiaClient,
     collection: str,
     raw_root: Path,
     filters: Mapping[str, str] | None = None,
+    *,
+    segmentations: bool = False,
 ) -> IngestPlan:
     """List ``collection`` with ``filters`` (API names, e.g. ``{"Modality": "MR"}``) and compare
-    each series with its verification record under ``raw_root``."""
+    each series with its verification record under ``raw_root``. With ``segmentations`` and a
+    Modality filter, the SEG and RTSTRUCT series of the listed patients are listed too."""
     filters = dict(filters or {})
     if "Collection" in filters:
         raise ValueError("pass the collection as the `collection` argument, not as a filter")
@@ -74,6 +98,8 @@ def plan_ingest(
     if unknown:
         raise ValueError(f"unknown filter(s) {unknown}; allowed: {list(SERIES_FILTERS[1:])}")
     listed = client.get_series(Collection=collection, **filters)
+    if segmentations and filters.get("Modality", "").upper() not in ("", *SEGMENTATION_MODALITIES):
+        listed = _with_segmentations(client, collection, filters, listed)
     remove_stale_incoming(raw_root)
     new: list[SeriesRecord] = []
     changed: list[SeriesRecord] = []

@@ -21,6 +21,7 @@ import pandas as pd
 
 from braincls import __version__
 from braincls.common.atomic import atomic_dir, write_json
+from braincls.common.tables import SPLIT_COLUMN
 from braincls.config import TrainConfig
 from braincls.data.stored import split_images
 from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE
@@ -64,6 +65,45 @@ def class_weights(labels: list[int]) -> dict[int, float]:
     values, counts = np.unique(np.asarray(labels), return_counts=True)
     total = counts.sum()
     return {int(v): float(total / (len(values) * c)) for v, c in zip(values, counts, strict=True)}
+
+
+def sample_weights(
+    sources: list[str], labels: list[int], *, balance_classes: bool, balance_sources: bool
+) -> np.ndarray | None:
+    """Per-image loss weights, mean 1, or None for no weighting.
+
+    With ``balance_sources``, each of the S sources gets the same total weight and, with
+    ``balance_classes``, each of its C_s classes the same share of it: an image of class c in
+    source s weighs ``N / (S * C_s * n(s, c))``. Without ``balance_sources`` (or with one
+    source), classes are balanced over all images (``N / (C * n(c))``, sklearn's 'balanced').
+    """
+    if not labels:
+        return None
+    source_array = np.asarray(sources, dtype=object)
+    label_array = np.asarray(labels)
+    several = balance_sources and len(set(sources)) > 1
+    if not several and not balance_classes:
+        return None
+    if not several:
+        source_array = np.zeros(len(labels), dtype=object)
+    keys = (
+        list(zip(source_array, label_array, strict=True))
+        if balance_classes
+        else [(source, 0) for source in source_array]
+    )
+    counts: dict[tuple[object, object], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    n_sources = len(set(source_array))
+    classes_per_source: dict[object, int] = {}
+    for source, _ in counts:
+        classes_per_source[source] = classes_per_source.get(source, 0) + 1
+    total = len(labels)
+    weights = np.array(
+        [total / (n_sources * classes_per_source[key[0]] * counts[key]) for key in keys],
+        dtype=np.float64,
+    )
+    return weights
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int | None) -> Any:
@@ -113,7 +153,12 @@ def build_for_training(
 
 
 def input_pipeline(
-    paths: list[str], labels: list[int], config: TrainConfig, image_size_px: int, shuffle: bool
+    paths: list[str],
+    labels: list[int],
+    config: TrainConfig,
+    image_size_px: int,
+    shuffle: bool,
+    weights: np.ndarray | None = None,
 ) -> Any:
     """tf.data on the TensorFlow backend; a PyDataset (no TensorFlow) on JAX or PyTorch."""
     import keras
@@ -125,6 +170,7 @@ def input_pipeline(
         "batch_size": config.batch_size,
         "shuffle": shuffle,
         "seed": config.seed,
+        "weights": weights,
     }
     if keras.backend.backend() == "tensorflow":
         return make_dataset(paths, labels, shuffle_buffer=config.shuffle_buffer, **common)
@@ -204,6 +250,21 @@ def _model_to_save(trained: Any, config: TrainConfig, image_size_px: int, policy
     return model
 
 
+def _weights_table(
+    sources: list[str], labels: list[int], weights: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """One row per (source, class) of the training split: images and the weight of each."""
+    if weights is None:
+        return []
+    table: dict[tuple[str, int], dict[str, Any]] = {}
+    for source, label, weight in zip(sources, labels, weights, strict=True):
+        row = table.setdefault(
+            (source, label), {"source": source, "label_index": label, "n": 0, "weight": weight}
+        )
+        row["n"] += 1
+    return [{**row, "weight": round(float(row["weight"]), 6)} for row in table.values()]
+
+
 def best_epoch(history: dict[str, list[float]], warmup_epochs: int) -> int:
     """The 1-based epoch whose weights are kept: the best validation AUC after the warm-up."""
     val_auc = history.get("val_auc", [])
@@ -239,6 +300,7 @@ def train_model(
     data_root = Path(data_root)
     train_paths, train_labels_array = split_images(dataset, "train", data_root)
     val_paths, val_labels_array = split_images(dataset, "val", data_root)
+    train_sources = [str(s) for s in dataset.loc[dataset[SPLIT_COLUMN] == "train", "source"]]
     train_labels = [int(v) for v in train_labels_array]
     val_labels = [int(v) for v in val_labels_array]
     if not train_paths or not val_paths:
@@ -251,7 +313,12 @@ def train_model(
     gpus = accelerators()
     policy = precision_policy(config.mixed_precision, gpus)
     keras.mixed_precision.set_global_policy(policy)
-    weights = class_weights(train_labels) if config.class_weights else None
+    weights = sample_weights(
+        train_sources,
+        train_labels,
+        balance_classes=config.class_weights,
+        balance_sources=config.balance_sources,
+    )
     steps_per_epoch = -(-len(train_paths) // config.batch_size)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -263,12 +330,13 @@ def train_model(
     try:
         model = _build_for_devices(config, image_size_px, steps_per_epoch, gpus)
         model.fit(
-            input_pipeline(train_paths, train_labels, config, image_size_px, shuffle=True),
+            input_pipeline(
+                train_paths, train_labels, config, image_size_px, shuffle=True, weights=weights
+            ),
             validation_data=input_pipeline(
                 val_paths, val_labels, config, image_size_px, shuffle=False
             ),
             epochs=config.epochs,
-            class_weight=weights,
             callbacks=_callbacks(config, work_dir, history, on_epoch_end),
             shuffle=False,  # the input pipeline shuffles (seeded) itself
             verbose=0,
@@ -286,7 +354,8 @@ def train_model(
         "image_size_px": image_size_px,
         "class_names": class_names,
         "positive_class": class_names[-1],
-        "class_weights": weights,
+        "class_weights": class_weights(train_labels) if config.class_weights else None,
+        "sample_weights_by_source_and_class": _weights_table(train_sources, train_labels, weights),
         "dataset": dict(data or {}),
         "manifest_sha256": (data or {}).get("manifest_sha256"),
         "n_train": len(train_paths),

@@ -36,6 +36,7 @@ from braincls.common.tables import (
     IMAGE_COLUMNS,
     PHI_COLUMNS,
     PREPROCESSED_COLUMNS,
+    SELECTION_REASONS,
     SPLIT_COLUMN,
     SPLITS,
 )
@@ -44,7 +45,7 @@ from braincls.config import ValidateConfig
 logger = logging.getLogger(__name__)
 
 #: Version of the suite's logic; part of the validation cache key. Bump on any change to checks.
-SUITE_VERSION = "1.0.0"
+SUITE_VERSION = "1.1.0"
 
 Severity = Literal["blocking", "warning"]
 #: ``not_applicable``: the data legitimately lacks what the check needs (no DICOM columns, no
@@ -86,7 +87,10 @@ CHECKS: dict[str, str] = {
     "images.saturated": "no saturated images (mean intensity below the ceiling)",
     "images.constant": "no constant images (intensity spread above the floor)",
     "images.modality": "(0008,0060) Modality is one of the accepted values (DICOM data)",
-    "quarantine.fraction": "set-aside files / (manifest images + set-aside files) below the ceiling",
+    "quarantine.fraction": (
+        "set-aside files / (manifest images + set-aside files) below the ceiling (slices left "
+        "out by design and segmentation objects do not count)"
+    ),
 }
 
 #: Kind of value each manifest dtype stands for: pandas' ``string``, ``str`` and text ``object``
@@ -369,12 +373,19 @@ def derived_frames(
         if {key, SPLIT_COLUMN} <= columns:
             frames[dataset] = _splits_per_key(manifest, key)
 
-    seen_count = len(manifest) + len(quarantine)
+    # Slices left out by design (background, the labelling rule) and segmentation objects are
+    # not faults: only the other set-aside files count against the ceiling.
+    faults = (
+        int((~quarantine["reason"].isin(SELECTION_REASONS)).sum())
+        if "reason" in quarantine.columns
+        else len(quarantine)
+    )
+    seen_count = len(manifest) + faults
     frames["quarantine"] = pd.DataFrame(
         {
-            "quarantined_count": [len(quarantine)],
+            "quarantined_count": [faults],
             "seen_count": [seen_count],
-            "quarantine_fraction": [len(quarantine) / seen_count if seen_count else 0.0],
+            "quarantine_fraction": [faults / seen_count if seen_count else 0.0],
         }
     )
     return frames
@@ -1045,7 +1056,9 @@ def _result_row(
     if item.check == "quarantine.fraction":
         observed = _round(observed)
         examples = _quarantine_reasons(quarantine)
-        unexpected = len(quarantine)
+        unexpected = (
+            int(frame["quarantined_count"].iloc[0]) if frame is not None else len(quarantine)
+        )
     success = outcome.success and outcome.error is None
     return CheckResult(
         check=item.check,

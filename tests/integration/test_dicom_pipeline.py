@@ -94,8 +94,14 @@ def test_retrain_ingests_converts_splits_by_patient_and_registers(
 def test_retrain_without_labels_says_what_is_missing(tmp_path: Path) -> None:
     from flows.retrain import retrain_flow
 
+    missing = tmp_path / "labels.csv"
     with pytest.raises(FileNotFoundError, match=r"labels\.csv: labels table not found"):
-        retrain_flow(collections=["X"], data_root=str(tmp_path), base_url="http://127.0.0.1:9/")
+        retrain_flow(
+            collections=["X"],
+            data_root=str(tmp_path),
+            base_url="http://127.0.0.1:9/",
+            labels=str(missing),
+        )
 
 
 def test_watch_ingests_new_collections_then_only_new_series(tmp_path: Path) -> None:

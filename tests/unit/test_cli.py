@@ -28,7 +28,7 @@ def two_classes(tmp_path: Path) -> Path:
     [
         (
             ["run", "--images", "/nonexistent/folder"],
-            "braincls: error: /nonexistent/folder: image folder not found",
+            "braincls: error: --images: /nonexistent/folder: image folder not found",
         ),
         (
             ["run", "--images", "{two}", "--model", "resnet9000"],
@@ -50,23 +50,39 @@ def two_classes(tmp_path: Path) -> Path:
             ["phantom", "--out", "{two}/x", "--n", "1"],
             "braincls: error: --n: at least 2 images are needed (one per class)",
         ),
+        (["run"], "braincls: error: give at least one source: --images, --volumes or --dicom"),
         (
-            ["run", "--images", "{two}", "--dicom", "{two}"],
-            "braincls: error: give either --images (an image folder) or --dicom (DICOM folders), "
-            "not both",
+            ["run", "--images", "{two}", "--labels", "{two}/labels.csv"],
+            "braincls: error: --labels: a labels table labels --dicom images; give --dicom too",
         ),
         (
-            ["run", "--dicom", "{two}"],
-            "braincls: error: --labels: DICOM data needs a labels table (CSV); "
-            "see `braincls convert --help`",
+            ["run", "--images", "{two}", "--sequence", "t1ce"],
+            "braincls: error: --sequence: picks the sequences of --volumes; give --volumes too",
+        ),
+        (
+            ["run", "--volumes", "{two}", "--sequence", "t1ce", "--sequence", "t1ce"],
+            "braincls: error: volumes: Value error, sequences: t1ce is given twice",
         ),
         (
             ["run", "--dicom", "{two}/missing", "--labels", "{two}/labels.csv"],
-            "braincls: error: --dicom: {two}/missing: DICOM folder not found",
+            "braincls: error: --dicom: {two}/missing: folder not found",
         ),
         (
-            ["evaluate", "--model", "{two}", "--dicom", "{two}"],
-            "braincls: error: --labels: a labels table (CSV) is needed with --dicom",
+            ["run", "--volumes", "{two}/missing"],
+            "braincls: error: --volumes: {two}/missing: folder not found",
+        ),
+        (
+            ["evaluate", "--model", "{two}", "--dicom", "{two}", "--images", "{two}"],
+            "braincls: error: give one of --images (an image folder), --dicom (DICOM) or "
+            "--volumes (NIfTI)",
+        ),
+        (
+            ["evaluate", "--model", "{two}", "--volumes", "{two}/missing"],
+            "braincls: error: --volumes: {two}/missing: folder not found",
+        ),
+        (
+            ["convert", "{two}", "--labels", "{two}/none.csv"],
+            "braincls: error: --labels: {two}/none.csv: labels table not found",
         ),
         (
             ["evaluate", "--model", "{two}", "--dicom", "{two}", "--labels", "{two}/none.csv"],
@@ -91,7 +107,8 @@ def test_one_class_only_is_refused(tmp_path: Path) -> None:
     result = _braincls("run", "--images", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"braincls: error: {tmp_path}: needs at least two class folders (e.g. yes/ and no/), found yes"
+        f"braincls: error: --images: {tmp_path}: needs at least two class folders (e.g. yes/ "
+        "and no/), found yes"
     )
 
 
@@ -122,4 +139,4 @@ def test_a_failed_stage_ends_the_command_with_its_message(
     result = CliRunner().invoke(app, ["run", "--images", str(two_classes)])
     assert result.exit_code == 1
     assert result.stderr == f"braincls: error: {message}\n"
-    assert [call["images_dir"] for call in calls] == [str(two_classes.resolve())]
+    assert [call["images_dirs"] for call in calls] == [[str(two_classes.resolve())]]

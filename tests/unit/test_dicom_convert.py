@@ -426,7 +426,7 @@ _EXPECTED_OUTCOME = {
     "MR_truncated.dcm": "truncated_pixel_data",
     "CT_small.dcm": "other_modality",
     "test-SR.dcm": "non_image_object",
-    "rtstruct.dcm": "non_image_object",  # no DICM prefix: read with force
+    "rtstruct.dcm": "segmentation",  # no DICM prefix: read with force; read for labels
     "no_meta.dcm": "not_dicom",
     "README.txt": "not_dicom",
 }

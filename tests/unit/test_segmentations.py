@@ -18,16 +18,20 @@ import numpy.typing as npt
 import pandas as pd
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
-from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from dicom_builders import (
+    PATIENT_ID,
+    Contour,
+    _ds_text,
+    make_rtstruct,
+    make_seg,
+    make_series,
+)
+from pydicom.dataset import Dataset
+from pydicom.uid import MRImageStorage, generate_uid
 
 from braincls.config import LabelRuleConfig
 from braincls.convert import segmentations as sg
 
-PATIENT_ID = "PAT-1"
-AXIAL = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 # Rotated 30 degrees about the patient z axis and tilted 20 degrees: no axis is aligned.
 _C, _S, _CB, _SB = (
     math.cos(math.pi / 6),
@@ -44,61 +48,6 @@ RULE = LabelRuleConfig(min_tumour_area_mm2=50.0, min_brain_area_mm2=200.0)
 
 # --------------------------------------------------------------------------------------------
 # Builders
-
-
-def _ds_text(values: Sequence[float]) -> str:
-    return "\\".join(f"{value:.6f}".rstrip("0").rstrip(".") if value else "0" for value in values)
-
-
-def make_series(
-    *,
-    series_uid: str,
-    frame_of_reference_uid: str,
-    patient_id: str = PATIENT_ID,
-    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-    first_position: tuple[float, float, float] = (-100.0, -80.0, 10.0),
-    orientation: tuple[tuple[float, float, float], tuple[float, float, float]] = AXIAL,
-    pixel_spacing_mm: tuple[float, float] = (0.8, 0.8),
-    rows: int = 32,
-    cols: int = 32,
-    count: int = 8,
-    gap_mm: float = 2.0,
-) -> list[Dataset]:
-    """``count`` single-frame MR slices ``gap_mm`` apart along the slice normal."""
-    normal = np.cross(orientation[0], orientation[1])
-    slices = []
-    for index in range(count):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.PatientID = patient_id
-        ds.PatientName = "Test^Patient"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.StudyDate = "20200101"
-        ds.StudyTime = "000000"
-        ds.AccessionNumber = ""
-        ds.ReferringPhysicianName = ""
-        ds.StudyID = "1"
-        ds.Modality = "MR"
-        ds.Manufacturer = "synthetic"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = count - index  # reversed: order must come from positions
-        position = np.round(np.asarray(first_position) + index * gap_mm * normal, 6)
-        ds.ImagePositionPatient = [float(v) for v in position]
-        ds.ImageOrientationPatient = [*orientation[0], *orientation[1]]
-        ds.PixelSpacing = list(pixel_spacing_mm)
-        ds.SliceThickness = gap_mm
-        ds.set_pixel_data(np.zeros((rows, cols), np.uint16), "MONOCHROME2", 12)
-        slices.append(ds)
-    return slices
 
 
 def manifest(
@@ -125,123 +74,7 @@ def manifest(
                 "brain_area_mm2": (brain_area_mm2 or {}).get(index, 1000.0),
             }
         )
-    return pd.DataFrame(rows[::-1]).astype(sg.IMAGE_COLUMNS | {"study_instance_uid": "string"})
-
-
-def make_seg(
-    path: Path,
-    source_images: Sequence[Dataset],
-    pixel_array: npt.NDArray[np.generic],
-    *,
-    labels: Sequence[str] = ("Enhancing tumor", "Edema"),
-    segmentation_type: str = "BINARY",
-) -> Path:
-    """A SEG written with highdicom (empty frames omitted), one segment per label."""
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm,
-            algorithm_type="MANUAL",
-        )
-        for number, label in enumerate(labels, start=1)
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seg = hd.seg.Segmentation(
-            source_images=list(source_images),
-            pixel_array=pixel_array,
-            segmentation_type=segmentation_type,
-            segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=100,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="synthetic",
-            manufacturer_model_name="tests",
-            software_versions="1",
-            device_serial_number="1",
-        )
-    seg.save_as(path)
-    return path
-
-
-@dataclass
-class Contour:
-    points_mm: npt.NDArray[np.float64]
-    image: Dataset | None  # referenced in (3006,0016) Contour Image Sequence, or None
-    geometric_type: str = "CLOSED_PLANAR"
-
-
-def make_rtstruct(
-    path: Path,
-    series: Sequence[Dataset],
-    rois: dict[int, tuple[str, list[Contour]]],
-    *,
-    frame_of_reference_uid: str | None = None,
-) -> Path:
-    """An RTSTRUCT written by hand: ROI number -> (ROI name, contours)."""
-    first = series[0]
-    frame_of_reference = frame_of_reference_uid or str(first.FrameOfReferenceUID)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sg.RTSTRUCT_SOP_CLASS_UID
-    ds.SOPClassUID = sg.RTSTRUCT_SOP_CLASS_UID
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.Modality = "RTSTRUCT"
-    ds.PatientID = first.PatientID
-    ds.StudyInstanceUID = first.StudyInstanceUID
-    ds.SeriesInstanceUID = generate_uid()
-    ds.StructureSetLabel = "tumour"
-    image_items = []
-    for image in series:
-        item = Dataset()
-        item.ReferencedSOPClassUID = image.SOPClassUID
-        item.ReferencedSOPInstanceUID = image.SOPInstanceUID
-        image_items.append(item)
-    referenced_series = Dataset()
-    referenced_series.SeriesInstanceUID = first.SeriesInstanceUID
-    referenced_series.ContourImageSequence = DicomSequence(image_items)
-    study = Dataset()
-    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
-    study.RTReferencedSeriesSequence = DicomSequence([referenced_series])
-    referenced_frame = Dataset()
-    referenced_frame.FrameOfReferenceUID = frame_of_reference
-    referenced_frame.RTReferencedStudySequence = DicomSequence([study])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([referenced_frame])
-    roi_items, contour_items = [], []
-    for number, (name, contours) in rois.items():
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = frame_of_reference
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "MANUAL"
-        roi_items.append(roi)
-        roi_contour = Dataset()
-        roi_contour.ReferencedROINumber = number
-        roi_contour.ROIDisplayColor = [255, 0, 0]
-        items = []
-        for contour in contours:
-            item = Dataset()
-            if contour.image is not None:
-                image_item = Dataset()
-                image_item.ReferencedSOPClassUID = contour.image.SOPClassUID
-                image_item.ReferencedSOPInstanceUID = contour.image.SOPInstanceUID
-                item.ContourImageSequence = DicomSequence([image_item])
-            item.ContourGeometricType = contour.geometric_type
-            item.NumberOfContourPoints = len(contour.points_mm)
-            item.ContourData = [round(float(v), 6) for v in np.asarray(contour.points_mm).ravel()]
-            items.append(item)
-        roi_contour.ContourSequence = DicomSequence(items)
-        contour_items.append(roi_contour)
-    ds.StructureSetROISequence = DicomSequence(roi_items)
-    ds.ROIContourSequence = DicomSequence(contour_items)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return pd.DataFrame(rows[::-1]).astype(sg.INPUT_COLUMNS | {"study_instance_uid": "string"})
 
 
 def geometry_of(ds: Dataset) -> sg.ImageGeometry:
@@ -642,7 +475,7 @@ def test_seg_on_a_multi_frame_source_reads_source_frames(study: Study, tmp_path:
                 "brain_area_mm2": 1000.0,
             }
         )
-    images = pd.DataFrame(rows).astype(sg.IMAGE_COLUMNS)
+    images = pd.DataFrame(rows).astype(sg.INPUT_COLUMNS)
     result = sg.labels_from_segmentations([path], images, RULE)
     by_frame = result.labels.set_index("frame_index")
     assert by_frame["tumour_area_mm2"].round(9).tolist() == [

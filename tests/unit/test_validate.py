@@ -68,6 +68,7 @@ def folder_manifest() -> pd.DataFrame:
                         "fingerprint": _digest(name)[:16],
                         "group_id": f"group-{split}-{label}-{number:02d}",
                         "patient_id": None,
+                        "label_source": "folder",
                         SPLIT_COLUMN: split,
                         "image_path": f"images/p128/{_digest(name)[:16]}.png",
                         "mean_intensity": 40.0 + 3 * number,
@@ -193,7 +194,7 @@ def test_report_serialises_and_summarises(clean_report: ValidationReport) -> Non
     table = clean_report.table_rows()
     assert [r["check"] for r in table] == list(CHECKS)
     types = next(r for r in table if r["check"] == "schema.types")
-    assert types["observed_value"] == "0 of 18 unexpected"
+    assert types["observed_value"] == "0 of 19 unexpected"
     modality = next(r for r in table if r["check"] == "images.modality")
     assert modality["observed_value"] == "not applicable: no modality column (not DICOM data)"
     markdown = clean_report.to_markdown()
@@ -344,6 +345,29 @@ def test_too_many_quarantined_files_block() -> None:
     assert row.examples == ({"reason": "unreadable", "count": 19}, {"reason": "empty", "count": 1})
     with pytest.raises(ValidationFailed, match=r"quarantine\.fraction \(0\.25"):
         report.raise_for_failure()
+
+
+def test_slices_left_out_by_design_do_not_count_as_quarantined() -> None:
+    # 5 faults + 40 rows the converter or the labelling rule leaves out on purpose.
+    by_design = ["background_slice", "no_brain", "ambiguous_tumour_area", "segmentation"] * 10
+    quarantine = pd.concat(
+        [
+            _quarantine(5),
+            pd.DataFrame(
+                {
+                    "source_path": [f"/data/x/{i}.dcm" for i in range(40)],
+                    "relative_path": [f"x/{i}.dcm" for i in range(40)],
+                    "reason": by_design,
+                }
+            ),
+        ],
+        ignore_index=True,
+    ).astype("string")
+    report = run_validation(folder_manifest(), quarantine, CONFIG, None)
+    row = next(r for r in report.results if r.check == "quarantine.fraction")
+    # 5 of 65 seen (60 images + 5 faults), not 45 of 105.
+    assert (row.observed_value, row.unexpected_count) == (0.0769, 5)
+    assert "quarantine.fraction" not in failed_checks(report)
 
 
 def test_warning_checks_config_makes_a_check_blocking() -> None:
