@@ -123,7 +123,7 @@ def test_seg_labels_its_series_and_the_coregistered_one_not_another_geometry(
 def test_the_labels_table_overrides_the_segmentation(
     patient: tuple[Path, list[Dataset], list[Dataset], list[Dataset]], tmp_path: Path
 ) -> None:
-    source, t1, flair, t2 = patient
+    source, t1, _, t2 = patient
     table = tmp_path / "labels.csv"
     table.write_text(
         "SeriesInstanceUID,SOPInstanceUID,label\n"
