@@ -238,6 +238,34 @@ class PreprocessConfig(_Section):
     high_percentile: float = Field(
         default=99.0, gt=50, le=100, description="Percentile mapped to 255."
     )
+    min_component_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description=(
+            "The head is the union of bright connected components at least this share of the "
+            "largest (a low slice cuts the brain in several pieces; specks and burnt-in text "
+            "are smaller)."
+        ),
+    )
+    brain_mask: Literal["none", "inner"] = Field(
+        default="none",
+        description=(
+            "'inner' blanks everything outside the head mask shrunk by skull_margin_fraction "
+            "and crops to it, for every source alike: a slice with its skull (Br35H) and a "
+            "skull-stripped one (BraTS) then look alike at the edge, so the skull is no cue to "
+            "the source; 'none' keeps the whole head."
+        ),
+    )
+    skull_margin_fraction: float = Field(
+        default=0.06,
+        ge=0,
+        lt=0.5,
+        description=(
+            "With brain_mask='inner', how far the head mask shrinks, as a share of its "
+            "equivalent diameter (the skull and scalp are about 5-7% of an adult head's)."
+        ),
+    )
 
 
 class AugmentConfig(_Section):
@@ -268,6 +296,24 @@ class AugmentConfig(_Section):
     )
     noise_stddev: float = Field(
         default=0.02, ge=0, lt=1, description="Gaussian noise std on the 0..1 scale."
+    )
+    bias_field_max_log_gain: float = Field(
+        default=0.0,
+        ge=0,
+        le=2,
+        description=(
+            "Smooth multiplicative intensity field exp(f), f in [-x, x] on a 4x4 grid "
+            "(coil / bias-field variation between scanners); 0 disables it."
+        ),
+    )
+    low_resolution_probability: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Share of images downsampled and upsampled back (coarser scanners); 0: off.",
+    )
+    low_resolution_factor: float = Field(
+        default=2.0, ge=1, le=8, description="Downsampling factor of the low-resolution images."
     )
 
 

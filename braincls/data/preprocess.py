@@ -24,7 +24,7 @@ from braincls.data.images import decode_image, to_gray
 logger = logging.getLogger(__name__)
 
 #: Bump when the pixel operations change: it is part of every output key.
-PREPROCESS_VERSION = "2"
+PREPROCESS_VERSION = "3"
 
 
 class PreprocessError(ValueError):
@@ -38,20 +38,51 @@ def preprocess_key(config: PreprocessConfig) -> str:
     ]
 
 
-def head_box(gray: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box (y0, y1, x0, x1) of the largest bright connected component (the head).
+def head_mask(gray: np.ndarray, min_component_fraction: float = 0.1) -> np.ndarray:
+    """The head: bright pixels (Otsu's threshold after a 5x5 blur) of the connected components
+    at least ``min_component_fraction`` of the largest, holes filled.
 
-    Otsu's threshold separates head from background; the largest 8-connected component is kept
-    so that text labels, rulers and specks around the head do not widen the box.
+    Smaller components (text labels, rulers, specks) are left out; a low slice that cuts the
+    brain into several pieces keeps them all.
     """
     blurred = cv2.GaussianBlur(gray, (5, 5), 0)
-    _, mask = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, binary = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
-        return 0, gray.shape[0], 0, gray.shape[1]
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    x, y, width, height = (int(v) for v in stats[largest, :4])
-    return y, y + height, x, x + width
+        return np.ones(gray.shape, dtype=bool)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = 1 + np.flatnonzero(areas >= min_component_fraction * areas.max())
+    mask = np.isin(labels, keep).astype(np.uint8) * 255
+    # Fill holes: what the background, flooded from outside, does not reach is inside.
+    flooded = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(flooded, None, (0, 0), 255)
+    holes = cv2.bitwise_not(flooded)[1:-1, 1:-1]
+    return (mask > 0) | (np.asarray(holes) > 0)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return 0, mask.shape[0], 0, mask.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def head_box(gray: np.ndarray, min_component_fraction: float = 0.1) -> tuple[int, int, int, int]:
+    """Bounding box (y0, y1, x0, x1) of :func:`head_mask`."""
+    return _box(head_mask(gray, min_component_fraction))
+
+
+def inner_mask(mask: np.ndarray, margin_fraction: float) -> np.ndarray:
+    """``mask`` shrunk by ``margin_fraction`` of its equivalent diameter (an elliptical erosion):
+    the head without its outer rim, where the skull and scalp are."""
+    area = int(mask.sum())
+    if area == 0 or margin_fraction <= 0:
+        return mask
+    radius = max(1, round(margin_fraction * 2.0 * np.sqrt(area / np.pi)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    shrunk = cv2.erode(mask.astype(np.uint8), kernel) > 0
+    return shrunk if shrunk.any() else mask
 
 
 def pad_to_square(gray: np.ndarray) -> np.ndarray:
@@ -92,8 +123,15 @@ def preprocess_array(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     runs at training, evaluation and prediction time.
     """
     gray = to_gray(image)
-    if config.crop_to_head:
-        y0, y1, x0, x1 = head_box(gray)
+    if config.brain_mask == "inner":
+        mask = inner_mask(
+            head_mask(gray, config.min_component_fraction), config.skull_margin_fraction
+        )
+        gray = np.where(mask, gray, 0).astype(gray.dtype)
+        y0, y1, x0, x1 = _box(mask)
+        gray = gray[y0:y1, x0:x1]
+    elif config.crop_to_head:
+        y0, y1, x0, x1 = head_box(gray, config.min_component_fraction)
         gray = gray[y0:y1, x0:x1]
     if config.intensity in ("percentile", "clahe"):
         gray = standardise_intensity(gray, config.low_percentile, config.high_percentile)

@@ -31,7 +31,12 @@ def augmentation_layers(config: AugmentConfig, seed: int) -> list[Any]:
     Gaussian noise is added after rescaling to 0..1 (see :func:`build_model`)."""
     from keras import layers
 
-    from braincls.model.layers import RandomBlur, RandomGamma
+    from braincls.model.layers import (
+        RandomBiasField,
+        RandomBlur,
+        RandomGamma,
+        RandomLowResolution,
+    )
 
     if not config.enabled:
         return []
@@ -71,6 +76,19 @@ def augmentation_layers(config: AugmentConfig, seed: int) -> list[Any]:
         stack.append(RandomGamma(config.gamma_max_log2, seed=seed + 6, name="aug_gamma"))
     if config.blur_probability:
         stack.append(RandomBlur(config.blur_probability, seed=seed + 7, name="aug_blur"))
+    if config.bias_field_max_log_gain:
+        stack.append(
+            RandomBiasField(config.bias_field_max_log_gain, seed=seed + 9, name="aug_bias_field")
+        )
+    if config.low_resolution_probability:
+        stack.append(
+            RandomLowResolution(
+                config.low_resolution_probability,
+                config.low_resolution_factor,
+                seed=seed + 10,
+                name="aug_low_resolution",
+            )
+        )
     return stack
 
 

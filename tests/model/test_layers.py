@@ -39,3 +39,33 @@ def test_gamma_keeps_the_range_and_black_and_white() -> None:
         assert np.all(np.diff(result.ravel()[order]) >= -1e-3)
     assert not np.allclose(out, images)
     assert np.array_equal(np.asarray(RandomGamma(0.5, seed=3)(images, training=False)), images)
+
+
+def test_bias_field_is_smooth_bounded_and_identity_at_inference() -> None:
+    from braincls.model.layers import RandomBiasField
+
+    images = np.full((4, 32, 32, 1), 100.0, np.float32)
+    out = np.asarray(RandomBiasField(0.3, seed=2)(images, training=True))
+    gain = out / 100.0
+    assert gain.min() >= np.exp(-0.3) - 1e-4 and gain.max() <= np.exp(0.3) + 1e-4
+    # Smooth: the log gain changes by at most 2 * 0.3 over one grid cell (8 px here), so
+    # neighbouring pixels differ by at most 0.6 / 8 * exp(0.3) = 0.10 in gain.
+    assert np.abs(np.diff(gain, axis=1)).max() < 0.11
+    assert gain.std() > 0.01  # and it does something
+    assert not np.allclose(gain[0], gain[1])  # one field per image
+    assert np.array_equal(np.asarray(RandomBiasField(0.3, seed=2)(images, training=False)), images)
+
+
+def test_low_resolution_blurs_the_chosen_images_only() -> None:
+    from braincls.model.layers import RandomLowResolution
+
+    checker = (np.indices((32, 32)).sum(axis=0) % 2 * 255.0).astype(np.float32)
+    images = np.stack([checker] * 3)[..., None]
+    out = np.asarray(RandomLowResolution(1.0, 2.0, seed=0)(images, training=True))
+    # A one-pixel checkerboard does not survive halving the resolution.
+    assert out.std() < 0.2 * images.std()
+    kept = np.asarray(RandomLowResolution(0.0, 2.0, seed=0)(images, training=True))
+    assert np.array_equal(kept, images)
+    assert np.array_equal(
+        np.asarray(RandomLowResolution(1.0, 2.0, seed=0)(images, training=False)), images
+    )

@@ -108,3 +108,32 @@ def test_default_preprocessing_removes_canvas_and_brightness_signal() -> None:
     a = preprocess_array(head, config).astype(int)
     b = preprocess_array(brighter, config).astype(int)
     assert np.abs(a - b).mean() < 2.0
+
+
+def test_head_mask_keeps_every_large_piece_and_fills_holes() -> None:
+    from braincls.data.preprocess import head_mask
+
+    image = np.zeros((100, 100), np.uint8)
+    cv2.circle(image, (30, 50), 15, 200, -1)  # two lobes of a low slice
+    cv2.circle(image, (72, 50), 12, 200, -1)
+    cv2.circle(image, (30, 50), 5, 0, -1)  # a dark hole (a ventricle) inside a lobe
+    image[2:4, 2:4] = 255  # a speck
+    mask = head_mask(image)
+    assert mask[50, 30] and mask[50, 72]  # both lobes, hole filled
+    assert not mask[3, 3]  # the speck is not head
+    assert head_box(image) == (36, 65, 16, 84)  # rows 36..64, columns 16..83
+
+
+def test_inner_mask_shrinks_the_head_by_its_margin() -> None:
+    from braincls.data.preprocess import head_mask, inner_mask
+
+    image = np.zeros((200, 200), np.uint8)
+    cv2.circle(image, (100, 100), 80, 180, -1)
+    mask = head_mask(image)
+    inner = inner_mask(mask, 0.1)  # 10% of a 160 px diameter: 16 px
+    rows = np.flatnonzero(inner[:, 100])
+    assert rows[0] - np.flatnonzero(mask[:, 100])[0] == 16
+    skull_free = preprocess_array(
+        image, PreprocessConfig(image_size_px=64, brain_mask="inner", intensity="none")
+    )
+    assert skull_free.shape == (64, 64)
