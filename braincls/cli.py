@@ -84,6 +84,46 @@ def _quiet_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _config_file(path: Path | None) -> dict[str, Any]:
+    """The settings of a YAML or JSON configuration file (nothing without one)."""
+    import json
+
+    import yaml
+
+    if path is None:
+        return {}
+    if not path.is_file():
+        fail(f"--config: {path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+        loaded = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        fail(f"--config: {path}: not valid YAML or JSON ({str(error).splitlines()[0]})")
+    if not isinstance(loaded, dict):
+        fail(f"--config: {path}: the file must hold a mapping of config sections")
+    return loaded
+
+
+def _given(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The options given on the command line (None: not given), by config section."""
+    return {
+        name: {key: value for key, value in values.items() if value is not None}
+        for name, values in sections.items()
+        if any(value is not None for value in values.values())
+    }
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values, section by section (the command line wins)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _data_root(data_root: Path | None) -> Path:
     from braincls.config import Settings
 
@@ -129,19 +169,32 @@ def run(
         str | None,
         typer.Option("--dask-address", help="Convert --dicom on this Dask scheduler (tcp://...)."),
     ] = None,
-    image_size: ImageSize = 128,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Image side in pixels (default 128).")
+    ] = None,
     epochs: Epochs = None,
     model: Annotated[
-        str, typer.Option("--model", help="Architecture: braincls_resnet (default) or seed_cnn.")
-    ] = "braincls_resnet",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of training.")] = 42,
+        str | None,
+        typer.Option("--model", help="Architecture: braincls_resnet (default) or seed_cnn."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the split and of training (default 42).")
+    ] = None,
     split: Annotated[
-        str, typer.Option("--split", help="grouped (near-duplicates kept together) or random.")
-    ] = "grouped",
+        str | None,
+        typer.Option("--split", help="grouped (near-duplicates kept together; default) or random."),
+    ] = None,
     refresh: Annotated[
         bool,
         typer.Option("--refresh", help="Rebuild every stage's outputs instead of reusing them."),
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Pipeline configuration (YAML or JSON; sources may be listed in it); options given here win.",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline on image folders, NIfTI volumes and / or DICOM; print where the
     report is."""
@@ -151,8 +204,15 @@ def run(
     from braincls.data.images import ImageFolderError, class_folders
     from braincls.model.factory import MODEL_NAMES
 
-    if not images and not dicom and not volumes:
-        fail("give at least one source: --images, --volumes or --dicom")
+    base = _config_file(config_file)
+    listed = base.get("sources", {})
+    if (
+        not images
+        and not dicom
+        and not volumes
+        and not any(listed.get(kind) for kind in ("images", "volumes", "dicom"))
+    ):
+        fail("give at least one source: --images, --volumes or --dicom (or list them in --config)")
     for folder in images or []:
         try:
             class_folders(folder)
@@ -168,22 +228,23 @@ def run(
         fail(f"--labels: {labels}: labels table not found")
     if sequence and not volumes:
         fail("--sequence: picks the sequences of --volumes; give --volumes too")
-    if model not in MODEL_NAMES:
+    if model is not None and model not in MODEL_NAMES:
         fail(f"--model: unknown model '{model}'; choose one of: {', '.join(MODEL_NAMES)}")
-    if split not in ("grouped", "random"):
+    if split is not None and split not in ("grouped", "random"):
         fail(f"--split: must be 'grouped' or 'random', got '{split}'")
     try:
         config = PipelineConfig.model_validate(
-            {
-                "split": {"strategy": split, "seed": seed},
-                "preprocess": {"image_size_px": image_size},
-                "train": {
-                    "model": model,
-                    "seed": seed,
-                    **({"epochs": epochs} if epochs is not None else {}),
-                },
-                **({"volumes": {"sequences": list(sequence)}} if sequence else {}),
-            }
+            _merged(
+                base,
+                _given(
+                    {
+                        "split": {"strategy": split, "seed": seed},
+                        "preprocess": {"image_size_px": image_size},
+                        "train": {"model": model, "seed": seed, "epochs": epochs},
+                        "volumes": {"sequences": list(sequence) if sequence else None},
+                    }
+                ),
+            )
         )
     except ValidationError as error:
         first = error.errors()[0]

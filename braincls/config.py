@@ -713,11 +713,33 @@ class RegistryConfig(_Section):
     )
 
 
+class SourcesConfig(_Section):
+    """The data sources of a run, listed in a config file instead of (or besides) the command
+    line; every one keeps its name (its folder's) through the manifests and the report."""
+
+    images: tuple[str, ...] = Field(
+        default=(), description="Class-per-folder image sets (e.g. Br35H), one source each."
+    )
+    volumes: tuple[str, ...] = Field(
+        default=(), description="Folders of NIfTI volumes with segmentation masks, one source each."
+    )
+    dicom: tuple[str, ...] = Field(
+        default=(), description="DICOM folders, converted together as one source."
+    )
+    labels: str | None = Field(
+        default=None,
+        description="Labels table (CSV) for the DICOM folders; segmentations otherwise.",
+    )
+
+
 class PipelineConfig(BaseModel):
     """The whole configuration tree; every field has a default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    sources: SourcesConfig = Field(
+        default_factory=SourcesConfig, description="Data sources (besides those of the command)."
+    )
     importing: ImportConfig = Field(default_factory=ImportConfig, description="Image import.")
     labels: LabelRuleConfig = Field(
         default_factory=LabelRuleConfig, description="Slice labels from segmentations."

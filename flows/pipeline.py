@@ -130,7 +130,8 @@ def pipeline(
     Args:
         images_dir: a folder with one sub-folder per class (e.g. ``yes/`` and ``no/``).
         data_root: where images, manifests, models and reports are written.
-        config: the pipeline configuration; defaults everywhere when omitted.
+        config: the pipeline configuration; defaults everywhere when omitted. Sources listed in
+            its ``sources`` section are added to those given here.
         train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``)
             instead of in-process; the data root must be shared with its workers.
         dicom_dirs: DICOM folders to convert (e.g. ``data/raw/X``); the split keeps each
@@ -149,9 +150,13 @@ def pipeline(
     root = str(Path(data_root).resolve())
     run_id = new_run_id()
     states: dict[str, str] = {}
-    image_sources = _resolved([*([images_dir] if images_dir else []), *(images_dirs or [])])
-    dicom_sources = _resolved(dicom_dirs)
-    volume_sources = _resolved(volumes_dirs)
+    listed = cfg.sources
+    image_sources = _resolved(
+        [*([images_dir] if images_dir else []), *(images_dirs or []), *listed.images]
+    )
+    dicom_sources = _resolved([*(dicom_dirs or []), *listed.dicom])
+    volume_sources = _resolved([*(volumes_dirs or []), *listed.volumes])
+    labels = labels or listed.labels
     if not image_sources and not dicom_sources and not volume_sources:
         raise ValueError(
             "give at least one source: images_dir(s) (image folders), volumes_dirs or dicom_dirs"

@@ -105,6 +105,14 @@ def evaluate(
         description=f"Test metrics of {model.model_name}; {INTENDED_USE}",
     )
     by_source = source_rows(metrics)
+    create_table_artifact(
+        key="evaluation-by-source",
+        table=by_source,
+        description=(
+            f"Test metrics of {model.model_name} per data source (threshold "
+            f"{metrics['threshold']:.3f}, the same for all); {INTENDED_USE}"
+        ),
+    )
     images = "\n\n".join(
         f"### {name.replace('_', ' ')}\n![{name}]({_data_uri(path)})"
         for name, path in record.plots.items()

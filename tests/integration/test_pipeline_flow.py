@@ -89,6 +89,7 @@ def test_pipeline_runs_caches_and_invalidates(phantom_images: Path, tmp_path: Pa
         "training-progress",
         "training-history",
         "evaluation-metrics",
+        "evaluation-by-source",
         "promotion-decision",
     } <= artifact_keys(first_run)
 

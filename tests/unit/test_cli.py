@@ -140,3 +140,49 @@ def test_a_failed_stage_ends_the_command_with_its_message(
     assert result.exit_code == 1
     assert result.stderr == f"braincls: error: {message}\n"
     assert [call["images_dirs"] for call in calls] == [[str(two_classes.resolve())]]
+
+
+def test_sources_and_settings_come_from_a_config_file_and_options_win(
+    two_classes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import flows.pipeline
+    from braincls.cli import app
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"sources:\n  images: [{two_classes}]\n  volumes: [{tmp_path}]\n"
+        "train:\n  epochs: 3\n  model: seed_cnn\nsplit:\n  seed: 9\n"
+    )
+    calls: list[dict[str, object]] = []
+
+    def recording_pipeline(**parameters: object) -> dict[str, object]:
+        calls.append(parameters)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flows.pipeline, "pipeline", recording_pipeline)
+    for name in (
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "PREFECT_LOGGING_EXTRA_LOGGERS",
+        "DO_NOT_TRACK",
+    ):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--epochs", "5"])
+    assert result.exit_code == 0, result.output
+    [call] = calls
+    chosen = call["config"]
+    assert chosen.sources.images == (str(two_classes),)  # type: ignore[attr-defined]
+    assert chosen.sources.volumes == (str(tmp_path),)  # type: ignore[attr-defined]
+    assert chosen.train.epochs == 5  # the option wins over the file  # type: ignore[attr-defined]
+    assert chosen.train.model == "seed_cnn"  # type: ignore[attr-defined]
+    assert chosen.split.seed == 9  # type: ignore[attr-defined]
+    assert call["images_dirs"] is None
+
+
+def test_a_bad_config_file_gives_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("train: [1, 2\n")
+    result = _braincls("run", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"braincls: error: --config: {config}: not valid YAML or JSON")
