@@ -20,8 +20,11 @@ run, on the same splits:
 
 - ``today``: the defaults before this release (crop to the head, percentile standardisation,
   the old augmentation, class weights only);
-- ``new``: the skull-insensitive inner brain mask for every source, bias-field and
-  low-resolution augmentation, weights balancing sources and classes;
+- ``balanced``: today's preprocessing and augmentation, with training weights that balance
+  sources, and classes within every brain-area band of a source (against the position
+  shortcut);
+- ``new``: ``balanced`` plus the skull-insensitive inner brain mask for every source and
+  bias-field and low-resolution augmentation;
 - ``mask-only``, ``augment-only``: the two halves of ``new`` (ablations).
 
 Prints a markdown table; writes ``bench/results/loso.json``.
@@ -74,7 +77,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     "today": {
         "preprocess": {},
         "augment": {},
-        "train": {"balance_sources": False},
+        "train": {"balance_sources": False, "balance_brain_area": False},
+    },
+    "balanced": {
+        "preprocess": {},
+        "augment": {},
+        "train": {"balance_sources": True, "balance_brain_area": True},
     },
     "new": {
         "preprocess": {"brain_mask": "inner"},
@@ -84,7 +92,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "gamma_max_log2": 0.5,
             "noise_stddev": 0.03,
         },
-        "train": {"balance_sources": True},
+        "train": {"balance_sources": True, "balance_brain_area": True},
     },
     "mask-only": {
         "preprocess": {"brain_mask": "inner"},

@@ -359,6 +359,18 @@ class TrainConfig(_Section):
             "as class_weights."
         ),
     )
+    balance_brain_area: bool = Field(
+        default=True,
+        description=(
+            "Within each source whose images know their brain area (slices of volumes and "
+            "DICOM), weight the classes equally inside every brain-area band: tumour-free "
+            "slices lie mostly at the top and bottom of a brain, and without this a model can "
+            "score by slice position."
+        ),
+    )
+    brain_area_bands: int = Field(
+        default=8, ge=1, le=64, description="Brain-area bands (quantiles per source)."
+    )
     warmup_epochs: int = Field(
         default=3,
         ge=0,

@@ -67,43 +67,70 @@ def class_weights(labels: list[int]) -> dict[int, float]:
     return {int(v): float(total / (len(values) * c)) for v, c in zip(values, counts, strict=True)}
 
 
+def brain_area_bands(sources: list[str], brain_area_mm2: list[float], bands: int) -> list[int]:
+    """The brain-area band of each image: quantile bands per source; images of a source
+    without brain areas (NaN) are all band 0."""
+    areas = np.asarray(brain_area_mm2, dtype=np.float64)
+    source_array = np.asarray(sources, dtype=object)
+    out = np.zeros(len(areas), dtype=np.int64)
+    for source in set(sources):
+        rows = np.flatnonzero(source_array == source)
+        values = areas[rows]
+        if bands <= 1 or np.isnan(values).all():
+            continue
+        edges = np.nanquantile(values, np.linspace(0, 1, bands + 1)[1:-1])
+        raw = np.searchsorted(edges, np.nan_to_num(values, nan=0.0), side="right")
+        out[rows] = np.unique(raw, return_inverse=True)[1]  # bands numbered 0, 1, ... per source
+    return [int(v) for v in out]
+
+
 def sample_weights(
-    sources: list[str], labels: list[int], *, balance_classes: bool, balance_sources: bool
+    sources: list[str],
+    labels: list[int],
+    *,
+    balance_classes: bool,
+    balance_sources: bool,
+    bands: list[int] | None = None,
 ) -> np.ndarray | None:
     """Per-image loss weights, mean 1, or None for no weighting.
 
-    With ``balance_sources``, each of the S sources gets the same total weight and, with
-    ``balance_classes``, each of its C_s classes the same share of it: an image of class c in
-    source s weighs ``N / (S * C_s * n(s, c))``. Without ``balance_sources`` (or with one
-    source), classes are balanced over all images (``N / (C * n(c))``, sklearn's 'balanced').
+    With ``balance_sources``, each of the S sources gets the same total weight (else each its
+    share of the images). Within a source, each stratum keeps its share of the source's weight:
+    the strata are the brain-area ``bands`` (one stratum without them), and with
+    ``balance_classes`` the classes present in a stratum share its weight equally. Without
+    bands, several sources or class balancing this is no weighting; with classes only, it is
+    sklearn's 'balanced' rule ``N / (C * n(c))``.
     """
     if not labels:
         return None
-    source_array = np.asarray(sources, dtype=object)
-    label_array = np.asarray(labels)
-    several = balance_sources and len(set(sources)) > 1
-    if not several and not balance_classes:
-        return None
-    if not several:
-        source_array = np.zeros(len(labels), dtype=object)
-    keys = (
-        list(zip(source_array, label_array, strict=True))
-        if balance_classes
-        else [(source, 0) for source in source_array]
-    )
-    counts: dict[tuple[object, object], int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    n_sources = len(set(source_array))
-    classes_per_source: dict[object, int] = {}
-    for source, _ in counts:
-        classes_per_source[source] = classes_per_source.get(source, 0) + 1
     total = len(labels)
-    weights = np.array(
-        [total / (n_sources * classes_per_source[key[0]] * counts[key]) for key in keys],
-        dtype=np.float64,
-    )
-    return weights
+    several = balance_sources and len(set(sources)) > 1
+    source_keys = list(sources) if several else ["" for _ in labels]
+    band_keys = list(bands) if bands is not None else [0] * total
+    if not several and not balance_classes and len(set(band_keys)) <= 1:
+        return None
+    n_sources = len(set(source_keys))
+    count_source: dict[object, int] = {}
+    count_stratum: dict[tuple[object, int], int] = {}
+    count_cell: dict[tuple[object, int, int], int] = {}
+    classes_in_stratum: dict[tuple[object, int], set[int]] = {}
+    for source, band, label in zip(source_keys, band_keys, labels, strict=True):
+        count_source[source] = count_source.get(source, 0) + 1
+        count_stratum[(source, band)] = count_stratum.get((source, band), 0) + 1
+        count_cell[(source, band, label)] = count_cell.get((source, band, label), 0) + 1
+        classes_in_stratum.setdefault((source, band), set()).add(label)
+    weights = []
+    for source, band, label in zip(source_keys, band_keys, labels, strict=True):
+        source_mass = total / n_sources if several else float(count_source[source])
+        stratum_mass = source_mass * count_stratum[(source, band)] / count_source[source]
+        if balance_classes:
+            weight = stratum_mass / (
+                len(classes_in_stratum[(source, band)]) * count_cell[(source, band, label)]
+            )
+        else:
+            weight = stratum_mass / count_stratum[(source, band)]
+        weights.append(weight)
+    return np.asarray(weights, dtype=np.float64)
 
 
 def learning_rate(config: TrainConfig, steps_per_epoch: int | None) -> Any:
@@ -300,7 +327,17 @@ def train_model(
     data_root = Path(data_root)
     train_paths, train_labels_array = split_images(dataset, "train", data_root)
     val_paths, val_labels_array = split_images(dataset, "val", data_root)
-    train_sources = [str(s) for s in dataset.loc[dataset[SPLIT_COLUMN] == "train", "source"]]
+    train_rows = dataset[dataset[SPLIT_COLUMN] == "train"]
+    train_sources = [str(s) for s in train_rows["source"]]
+    bands = (
+        brain_area_bands(
+            train_sources,
+            train_rows["brain_area_mm2"].astype("float64").tolist(),
+            config.brain_area_bands,
+        )
+        if config.balance_brain_area and "brain_area_mm2" in train_rows.columns
+        else None
+    )
     train_labels = [int(v) for v in train_labels_array]
     val_labels = [int(v) for v in val_labels_array]
     if not train_paths or not val_paths:
@@ -318,6 +355,7 @@ def train_model(
         train_labels,
         balance_classes=config.class_weights,
         balance_sources=config.balance_sources,
+        bands=bands,
     )
     steps_per_epoch = -(-len(train_paths) // config.batch_size)
     work_dir = Path(work_dir)

@@ -59,3 +59,30 @@ def test_no_balancing_means_no_weights() -> None:
     assert np.isclose(
         sample_weights(["a", "b"], [0, 1], balance_classes=False, balance_sources=True), 1.0
     ).all()
+
+
+def test_within_a_brain_area_band_the_classes_weigh_the_same() -> None:
+    from braincls.train.fit import brain_area_bands
+
+    # One volume source: small-brain slices are mostly tumour-free, large ones mostly tumour.
+    areas = [1000.0] * 6 + [9000.0] * 6
+    labels = [0, 0, 0, 0, 0, 1] + [1, 1, 1, 1, 1, 0]
+    bands = brain_area_bands(["v"] * 12, areas, 2)
+    assert bands == [0] * 6 + [1] * 6
+    weights = sample_weights(
+        ["v"] * 12, labels, balance_classes=True, balance_sources=True, bands=bands
+    )
+    assert weights is not None
+    # Each band keeps its share (6 of 12); its two classes split it equally: 3 and 3.
+    assert weights.tolist() == pytest.approx([0.6] * 5 + [3.0] + [0.6] * 5 + [3.0])
+    assert weights.mean() == pytest.approx(1.0)
+    # Brain area alone no longer tells the classes apart under these weights.
+    small = np.array(bands) == 0
+    tumour = np.array(labels) == 1
+    assert weights[small & tumour].sum() == pytest.approx(weights[small & ~tumour].sum())
+
+
+def test_a_source_without_brain_areas_is_one_band() -> None:
+    from braincls.train.fit import brain_area_bands
+
+    assert brain_area_bands(["a", "a", "b"], [float("nan"), float("nan"), 5.0], 4) == [0, 0, 0]
