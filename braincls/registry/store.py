@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from braincls.common.atomic import write_json, write_text
+from braincls.common.atomic import dir_mode, fsync_path, write_json, write_text
 from braincls.common.hashing import sha256_file
 from braincls.common.records import json_safe
 from braincls.config import RegistryConfig
@@ -169,7 +169,7 @@ class ModelRegistry:
         return dict(state)
 
     def _write_state(self, state: Mapping[str, Any]) -> None:
-        write_json(self.state_path, json_safe(state))
+        write_json(self.state_path, json_safe(state), durable=True)
 
     def _append_decision(self, decision: PromotionDecision) -> None:
         line = json.dumps(decision.to_dict(), sort_keys=True, allow_nan=False) + "\n"
@@ -246,6 +246,7 @@ class ModelRegistry:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             shutil.copyfile(model_file, staging / MODEL_FILE)
+            fsync_path(staging / MODEL_FILE)
             model_sha256 = sha256_file(staging / MODEL_FILE)
             with self._locked():
                 state = self._read_state()
@@ -265,9 +266,18 @@ class ModelRegistry:
                             "metrics": dict(metrics),
                         }
                     ),
+                    durable=True,
                 )
-                write_text(staging / CARD_FILE, card_markdown.replace(VERSION_PLACEHOLDER, version))
+                write_text(
+                    staging / CARD_FILE,
+                    card_markdown.replace(VERSION_PLACEHOLDER, version),
+                    durable=True,
+                )
+                # mkdtemp made the folder private; a version is as readable as any new folder.
+                os.chmod(staging, dir_mode())
+                fsync_path(staging)
                 os.replace(staging, self.root / version)
+                fsync_path(self.root)
                 state["versions"][version] = {
                     "status": "challenger",
                     "registered_at": registered_at,

@@ -303,7 +303,7 @@ def train_model(
     }
     final = _model_to_save(model, config, image_size_px, policy)
     model_dir = Path(model_dir)
-    with atomic_dir(model_dir) as tmp:
+    with atomic_dir(model_dir, durable=True) as tmp:
         final.save(tmp / MODEL_FILE)
         write_json(tmp / TRAIN_RECORD_FILE, record)
     shutil.rmtree(work_dir / "backup", ignore_errors=True)

@@ -62,6 +62,41 @@ def test_register_copies_files_and_allocates_increasing_versions(tmp_path: Path)
     assert sorted(p.name for p in registry.root.iterdir() if p.is_dir()) == ["v0001", "v0002"]
 
 
+def test_a_version_is_readable_by_the_umasks_users_and_flushed_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    previous = os.umask(0o002)
+    try:
+        registry = ModelRegistry(tmp_path / "models")
+        version = registry.get(_register(registry, tmp_path, 0.9))
+    finally:
+        os.umask(previous)
+    modes = {
+        path.relative_to(registry.root).as_posix(): oct(stat.S_IMODE(path.stat().st_mode))
+        for path in (version.path, version.model_path, version.metadata_path, registry.state_path)
+    }
+    assert modes == {
+        "v0001": "0o775",
+        "v0001/model.keras": "0o664",
+        "v0001/metadata.json": "0o664",
+        "registry.json": "0o664",
+    }
+    names = {Path(name).name for name in synced}
+    assert {"model.keras", "models"} <= names
+    for written in (".metadata.json.", ".registry.json."):  # before their renames
+        assert any(name.startswith(written) for name in names), written
+
+
 def test_register_never_reuses_a_version_folder(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     (registry.root / "v0007").mkdir(parents=True)  # left by a crash before the state was saved
