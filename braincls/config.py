@@ -198,6 +198,16 @@ class SplitConfig(_Section):
     )
     seed: int = Field(default=42, description="Seed of the split.")
 
+    @model_validator(mode="after")
+    def _check_fractions(self) -> SplitConfig:
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_fraction + val_fraction + test_fraction must add up to 1, got "
+                f"{self.train_fraction} + {self.val_fraction} + {self.test_fraction} = {total:.3f}"
+            )
+        return self
+
 
 class PreprocessConfig(_Section):
     """Turns a source image into the stored training image.
