@@ -19,11 +19,11 @@ from braincls.common.records import (
 )
 from braincls.config import TrainConfig
 from braincls.data.stage import DatasetRecord, read_dataset
-from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE
+from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE, TRAINING_SAMPLES_FILE
 from braincls.train.fit import EpochCallback, TrainingError, train_model
 
 #: Code version of the training stage.
-TRAIN_STAGE_VERSION = "2"
+TRAIN_STAGE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class ModelRecord:
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def output_paths(self) -> Iterable[Path]:
-        """The model file and its training record."""
-        return [Path(self.model_path), Path(self.model_dir) / TRAIN_RECORD_FILE]
+        """The model file, its training record and its training samples."""
+        folder = Path(self.model_dir)
+        return [Path(self.model_path), folder / TRAIN_RECORD_FILE, folder / TRAINING_SAMPLES_FILE]
 
 
 def train_key(record: DatasetRecord, config: TrainConfig) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from braincls.common.hashing import sha256_file
 from braincls.common.notices import INTENDED_USE
 from braincls.config import RegistryConfig
 from braincls.registry.card import VERSION_PLACEHOLDER, model_card_markdown
+from braincls.registry.promotion import Comparison, decide_promotion
 from braincls.registry.store import ModelRegistry, RegistryError, UnknownVersionError
 
 CONFIG = RegistryConfig(
@@ -410,3 +412,81 @@ def test_model_card_states_use_data_config_code_metrics_and_limits() -> None:
     assert "| Sensitivity (recall, TPR) | 0.900 | n/a |" in card
     assert "| PR AUC (average precision) | n/a | n/a |" in card
     assert "at threshold 0.4321 chosen by rule 'youden' on the validation split" in card
+
+
+def test_the_margin_cannot_ratchet_the_metric_down_version_after_version(tmp_path: Path) -> None:
+    # Each new model is within the margin of the champion before it, but together they lose
+    # more than the margin: the candidate is held to the best champion on the same images.
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    second = _register(registry, tmp_path, 0.895)
+    decision = registry.promote_if_better(
+        second,
+        CONFIG,
+        comparison=Comparison(
+            champion="v0001", same_test_data=True, candidate_value=0.895, champion_value=0.90
+        ),
+    )
+    assert decision.promoted
+    third = _register(registry, tmp_path, 0.886)
+    comparison = Comparison(
+        champion="v0002",
+        same_test_data=True,
+        candidate_value=0.886,
+        champion_value=0.891,
+        earlier_champions={"v0001": 0.90},
+        test_images=169,
+        excluded_images=3,
+    )
+    decision = registry.promote_if_better(third, CONFIG, comparison=comparison)
+    assert not decision.promoted
+    assert (decision.reference_version, decision.reference_value) == ("v0001", 0.90)
+    assert decision.reasons == [
+        "ROC AUC 0.8860 vs champion v0002 0.8910 and the best earlier champion v0001 0.9000 "
+        "on the same 169 test images (3 left out: a compared model trained or validated on "
+        "them): worse than v0001 by 0.0140, more than the margin 0.0100; v0003 stays a "
+        "challenger."
+    ]
+    # The comparison is recorded with the decision (decisions.jsonl, the dashboard).
+    recorded = registry.decisions()[-1]["comparison"]
+    assert recorded == {
+        "champion": "v0002",
+        "same_test_data": True,
+        "candidate_value": 0.886,
+        "champion_value": 0.891,
+        "earlier_champions": {"v0001": 0.90},
+        "test_images": 169,
+        "excluded_images": 3,
+        "notes": [],
+        "reference_version": "v0001",
+        "reference_value": 0.90,
+    }
+    within = _register(registry, tmp_path, 0.8925)
+    decision = registry.promote_if_better(
+        within, CONFIG, comparison=replace(comparison, candidate_value=0.8925)
+    )
+    assert decision.promoted
+    assert decision.reasons[0].endswith(
+        "not worse than the best (v0001) by more than the margin 0.0100; v0004 becomes champion."
+    )
+
+
+def test_a_comparison_with_a_replaced_champion_is_not_used(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    candidate = _register(registry, tmp_path, 0.95)
+    stale = Comparison(
+        champion="v0007", same_test_data=True, candidate_value=0.95, champion_value=0.5
+    )
+    decision = registry.promote_if_better(candidate, CONFIG, comparison=stale)
+    assert decision.same_test_data is False
+    assert decision.champion_value == 0.90
+    assert decision.reasons[0] == (
+        "The comparison was made against v0007, but the champion is now v0001; its "
+        "registered metrics are used."
+    )
+
+
+def test_decide_promotion_needs_a_comparison_with_the_champion() -> None:
+    with pytest.raises(ValueError, match="needs a comparison with that champion"):
+        decide_promotion("v0002", {"roc_auc": 0.9, "sensitivity": 0.9}, "v0001", CONFIG)
