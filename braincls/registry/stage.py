@@ -249,17 +249,14 @@ def run_register(
         threshold_rule=evaluation.threshold_rule,
     )
     samples = Path(model.model_dir) / TRAINING_SAMPLES_FILE
-    existing = [v for v in registry.list() if v.model_sha256 == model.model_sha256]
-    if existing:
-        version = existing[-1]
-    else:
-        version = registry.register(
-            Path(model.model_path),
-            metrics,
-            registration_metadata(model, dataset, evaluation),
-            card,
-            extra_files=[samples] if samples.is_file() else [],
-        )
+    # Returns the version already holding these bytes, if any (checked under the lock).
+    version = registry.register(
+        Path(model.model_path),
+        metrics,
+        registration_metadata(model, dataset, evaluation),
+        card,
+        extra_files=[samples] if samples.is_file() else [],
+    )
     champion = registry.champion()
     comparison = None
     if champion is not None and champion.version != version.version:

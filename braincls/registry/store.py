@@ -21,7 +21,6 @@ file system (flock is not reliable on some network file systems).
 from __future__ import annotations
 
 import builtins
-import fcntl
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 from braincls.common.atomic import dir_mode, fsync_path, write_json, write_text
 from braincls.common.hashing import sha256_file
+from braincls.common.locks import LockTimeout, file_lock
 from braincls.common.records import json_safe
 from braincls.config import RegistryConfig
 from braincls.model.saved import METADATA_FILE, MODEL_FILE
@@ -67,6 +67,10 @@ class RegistryError(RuntimeError):
 
 class UnknownVersionError(RegistryError, LookupError):
     """No model version of that name is registered."""
+
+
+class RegistryLockTimeout(RegistryError, LockTimeout):
+    """Another process held the registry's lock for longer than the time limit."""
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,14 @@ def _empty_state() -> dict[str, Any]:
 class ModelRegistry:
     """Versions of trained models under ``root`` (``<data root>/models``).
 
-    Nothing is created until the first registration; reading an empty registry is fine.
+    Nothing is created until the first registration; reading an empty registry is fine. A
+    change waits at most ``lock_timeout_seconds`` for another process's change to finish, then
+    raises :class:`RegistryLockTimeout`.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_timeout_seconds: float = 120.0) -> None:
         self.root = Path(root)
+        self.lock_timeout_seconds = lock_timeout_seconds
 
     # ---------------------------------------------------------------- state and locking
 
@@ -145,13 +152,13 @@ class ModelRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with file_lock(
+            self.root / LOCK_FILE,
+            timeout_seconds=self.lock_timeout_seconds,
+            what=f"the model registry {self.root}",
+            error=RegistryLockTimeout,
+        ):
+            yield
 
     def _read_state(self) -> dict[str, Any]:
         if not self.state_path.exists():
@@ -244,8 +251,10 @@ class ModelRegistry:
         ``extra_files`` (such as the list of training samples beside a trained model) are
         copied into the version folder under their own names.
 
-        The version (``v0001``, ``v0002``, ...) is allocated under the lock, so concurrent
-        registrations get distinct, increasing versions. ``metrics`` are the model's test
+        A model already registered (same bytes) is not registered again: its version is
+        returned. Both that check and the version (``v0001``, ``v0002``, ...) happen under the
+        lock, so concurrent registrations of one model give one version, and of different
+        models distinct, increasing versions. ``metrics`` are the model's test
         metrics (used by :meth:`promote_if_better`); ``{{version}}`` in ``card_markdown`` is
         replaced by the version. The new version starts as a challenger.
         """
@@ -264,6 +273,11 @@ class ModelRegistry:
             model_sha256 = sha256_file(staging / MODEL_FILE)
             with self._locked():
                 state = self._read_state()
+                for known in sorted(state["versions"], key=_version_number):
+                    record = state["versions"][known]
+                    if record["model_sha256"] == model_sha256:
+                        logger.info("model %s is already registered as %s", model_sha256, known)
+                        return self._version_from_state(state, known)
                 number = max([state["next_number"], *self._folder_numbers()])
                 version = f"v{number:04d}"
                 registered_at = _now()

@@ -33,7 +33,8 @@ def _model_file(folder: Path, content: bytes = b"keras-zip-bytes") -> Path:
 def _register(
     registry: ModelRegistry, tmp_path: Path, roc_auc: float, sensitivity: float = 0.9
 ) -> str:
-    model = _model_file(tmp_path / f"train-{roc_auc}-{sensitivity}", f"{roc_auc}".encode())
+    folder = tmp_path / f"train-{roc_auc}-{sensitivity}"
+    model = _model_file(folder, str(folder).encode())  # distinct bytes: a distinct model
     metrics = {"roc_auc": roc_auc, "sensitivity": sensitivity, "specificity": 0.9}
     return registry.register(model, metrics, {"run_id": "r"}, "# card").version
 
@@ -45,7 +46,8 @@ def test_register_copies_files_and_allocates_increasing_versions(tmp_path: Path)
     source = _model_file(tmp_path / "run", b"model-one")
     card = f"# Model card: seed_cnn {VERSION_PLACEHOLDER}\n"
     first = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1"}, card)
-    second = registry.register(source, {"roc_auc": float("nan")}, {"run_id": "run-2"}, card)
+    other = _model_file(tmp_path / "run-2", b"model-two")
+    second = registry.register(other, {"roc_auc": float("nan")}, {"run_id": "run-2"}, card)
 
     assert (first.version, second.version) == ("v0001", "v0002")
     assert first.status == "challenger"
@@ -97,6 +99,63 @@ def test_a_version_is_readable_by_the_umasks_users_and_flushed_to_disk(
     assert {"model.keras", "models"} <= names
     for written in (".metadata.json.", ".registry.json."):  # before their renames
         assert any(name.startswith(written) for name in names), written
+
+
+def test_a_model_already_registered_is_not_registered_again(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    source = _model_file(tmp_path / "run", b"model-one")
+    first = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1"}, "# card")
+    again = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1-rerun"}, "# card")
+    assert again.version == first.version == "v0001"
+    assert again.metadata()["run_id"] == "run-1"
+    assert sorted(p.name for p in registry.root.iterdir() if p.is_dir()) == ["v0001"]
+
+
+def test_simultaneous_registrations_of_one_model_give_one_version(tmp_path: Path) -> None:
+    # The check sits inside the lock: two runs finishing with the same model at once (say a
+    # retried registration) cannot both find it missing and register it twice.
+    import threading
+
+    registry = ModelRegistry(tmp_path / "models")
+    source = _model_file(tmp_path / "run", b"model-one")
+    start = threading.Barrier(4)
+    versions: list[str] = []
+
+    def register() -> None:
+        start.wait(timeout=30)
+        versions.append(registry.register(source, {}, {}, "# card").version)
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert versions == ["v0001"] * 4
+    assert [v.version for v in registry.list()] == ["v0001"]
+
+
+def test_a_held_lock_times_out_with_a_message_naming_its_holder(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    from braincls.registry.store import RegistryLockTimeout
+
+    registry = ModelRegistry(tmp_path / "models", lock_timeout_seconds=0.3)
+    version = _register(registry, tmp_path, 0.9)
+    with open(registry.root / ".lock", "a+b") as held:  # another holder (its own open file)
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(RegistryLockTimeout) as error:
+            registry.promote(version)
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 5
+    message = str(error.value)
+    assert message.startswith(
+        f"the model registry {registry.root}: {registry.root / '.lock'} is locked by process "
+    )
+    assert "was not released within 0.3 s" in message
+    assert isinstance(error.value, RegistryError)  # the CLI prints it as one line
+    assert registry.promote(version).promoted  # free again
 
 
 def test_register_never_reuses_a_version_folder(tmp_path: Path) -> None:
