@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 
 from braincls.config import PipelineConfig, Settings
 from braincls.ingest.store import safe_component
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline
-from tasks.common import HOUR
+from tasks.common import HOUR, ensure_global_limit
+
+#: The Prefect global concurrency limit (1 slot) every retraining holds while it runs.
+RETRAIN_LIMIT = "braincls-retrain"
 
 
 # Room for a long ingest and the pipeline's own 12 h limit.
@@ -53,6 +57,29 @@ def retrain_flow(
             "(columns Collection/PatientID/SeriesInstanceUID/SOPInstanceUID, label)"
         )
     url = base_url or Settings().tcia_base_url
+    # One retraining at a time across every deployment (scheduled, on ingest) and the CLI:
+    # two would train the same key in the same folder. Prefect does not limit at all with a
+    # missing limit, so it is created here when `braincls setup` has not made it.
+    ensure_global_limit(RETRAIN_LIMIT, 1)
+    logger.info("waiting for the %s slot (one retraining at a time)", RETRAIN_LIMIT)
+    with concurrency(RETRAIN_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        return _ingest_and_train(
+            collections, root, url, labels_path, modality, cfg, train_deployment, skip_ingest
+        )
+
+
+def _ingest_and_train(
+    collections: list[str],
+    root: Path,
+    url: str,
+    labels_path: Path,
+    modality: str,
+    cfg: PipelineConfig,
+    train_deployment: str | None,
+    skip_ingest: bool,
+) -> dict[str, Any]:
+    """The retraining itself, while this run holds the retraining slot."""
+    logger = get_run_logger()
     ingested: dict[str, Any] = {}
     if not skip_ingest:
         for name in collections:

@@ -306,6 +306,10 @@ def test_setup_creates_pools_limit_and_failure_automation_once(stack: Stack) -> 
     assert pools["cpu"]["type"] == pools["gpu"]["type"] == "process"
     limit = stack.api.get("v2/concurrency_limits/tcia")
     assert (limit["limit"], limit["active"]) == (2, True)
+    # One retraining at a time across both retrain deployments.
+    retrain = stack.api.get("v2/concurrency_limits/braincls-retrain")
+    assert (retrain["limit"], retrain["active"]) == (1, True)
+    assert "global concurrency limit braincls-retrain: 1" in first
     automations = [
         automation
         for automation in stack.api.post("automations/filter", {})
