@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from braincls.config import Settings, TciaConfig
-from braincls.ingest.collection import IngestFailure, summarize
+from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
 from tasks.ingest import download_series, plan_collection
 
@@ -60,12 +61,26 @@ def ingest_flow(
     raw_root = str(root / "raw")
     query = {**({"Modality": modality} if modality else {}), **(filters or {})}
     started = time.perf_counter()
-    with stage(
-        f"listing {collection} at {url}",
-        "check the collection name (the API's getCollectionValues lists them), the filters "
-        "and that the API answers at that URL; then rerun the ingest",
-    ):
-        plan = plan_collection(collection, query, raw_root, url, cfg)
+    listed_on = dt.datetime.now(dt.UTC).date()
+    # The watcher's memory: only an ingest of the whole collection (no filters but the
+    # modality) that verified every series counts as complete; any other outcome keeps the
+    # collection a candidate for the next watch.
+    whole_collection = not filters
+
+    def remember(complete: bool) -> None:
+        if whole_collection:
+            record_ingest(Path(raw_root), collection, modality, listed_on, complete=complete)
+
+    try:
+        with stage(
+            f"listing {collection} at {url}",
+            "check the collection name (the API's getCollectionValues lists them), the filters "
+            "and that the API answers at that URL; then rerun the ingest",
+        ):
+            plan = plan_collection(collection, query, raw_root, url, cfg)
+    except StageFailed:
+        remember(complete=False)
+        raise
     if not plan.listed:
         raise StageFailed(
             f"listing {collection} at {url} failed: no series match {query or 'no filters'}. "
@@ -90,6 +105,7 @@ def ingest_flow(
         else:
             failures.append(result["failure"])
     summary = summarize(plan, downloads, failures, time.perf_counter() - started)
+    remember(complete=not failures)
     create_table_artifact(
         key="ingest-summary",
         table=summary.to_rows() + summary.failure_rows(),

@@ -95,7 +95,7 @@ def check_for_new_series(
     raw_root: str,
     base_url: str,
     config: TciaConfig,
-    since: dt.date | None,
+    since: dict[str, dt.date | None] | None,
 ) -> WatchReport:
     """Compare the server's listing with the verified local state of ``collections``."""
     with NbiaClient.from_config(config, base_url) as client:
