@@ -405,7 +405,13 @@ class TciaConfig(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0, description="HTTP timeout per request.")
     max_attempts: int = Field(default=5, ge=1, description="Tries per request or series download.")
     max_concurrent_downloads: int = Field(
-        default=2, ge=1, description="Concurrent series downloads per host (Prefect limit 'tcia')."
+        default=2,
+        ge=1,
+        description=(
+            "Series downloaded at once by one ingest run; also the value of the Prefect "
+            "global concurrency limit 'tcia' (all runs together) when an ingest has to create "
+            "it (`braincls setup --tcia-limit` sets it on a server)."
+        ),
     )
     modality: str = Field(default="MR", description="Modality filter for ingest.")
     backoff_initial_seconds: float = Field(

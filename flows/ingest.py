@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -15,7 +15,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from braincls.config import Settings, TciaConfig
 from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
-from tasks.ingest import download_series, plan_collection
+from tasks.common import ensure_global_limit, submit_bounded
+from tasks.ingest import TCIA_LIMIT, download_series, plan_collection
 
 #: Emitted at the end of every ingest run (payload: collection, new, failed, listed, data_root,
 #: base_url, modality).
@@ -87,10 +88,13 @@ def ingest_flow(
             "What to do: check the spelling of the collection (case matters) and the filters "
             "(modality), then rerun the ingest"
         )
-    futures = (
-        download_series.map(plan.to_download, unmapped(raw_root), unmapped(url), unmapped(cfg))
-        if plan.to_download
-        else []
+    # At most `max_concurrent_downloads` series at once: this run never has more downloads in
+    # flight, and the Prefect limit `tcia` (created with that value if it is missing) caps
+    # all runs together.
+    if plan.to_download:
+        ensure_global_limit(TCIA_LIMIT, cfg.max_concurrent_downloads)
+    futures = submit_bounded(
+        download_series, plan.to_download, cfg.max_concurrent_downloads, raw_root, url, cfg
     )
     downloads = []
     failures = []

@@ -57,6 +57,22 @@ def ensure_global_limit(name: str, limit: int) -> bool:
     return True
 
 
+def submit_bounded(task: Any, items: Sequence[Any], limit: int, *args: Any) -> list[Any]:
+    """Submit ``task(item, *args)`` for every item, never more than ``limit`` unfinished at a
+    time (the flow's task runner may have more threads); the futures, in item order."""
+    from prefect.futures import as_completed
+
+    futures: list[Any] = []
+    running: set[Any] = set()
+    for item in items:
+        while len(running) >= max(1, limit):
+            running.discard(next(as_completed(list(running))))
+        future = task.submit(item, *args)
+        futures.append(future)
+        running.add(future)
+    return futures
+
+
 def retry_on(*exception_types: type[BaseException]) -> Callable[[Any, Any, Any], bool]:
     """A ``retry_condition_fn`` that retries only when the task raised one of the given types.
 
