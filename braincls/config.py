@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from braincls.common.hashing import stable_hash
 
 DEFAULT_TCIA_BASE_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v4/"
+#: (0008,0060) Modality of DICOM data unless configured otherwise (ConvertConfig.modality).
+DEFAULT_MODALITY = "MR"
 
 
 class Settings(BaseSettings):
@@ -413,7 +415,6 @@ class TciaConfig(_Section):
             "it (`braincls setup --tcia-limit` sets it on a server)."
         ),
     )
-    modality: str = Field(default="MR", description="Modality filter for ingest.")
     backoff_initial_seconds: float = Field(
         default=2.0,
         ge=0,
@@ -437,10 +438,12 @@ class ConvertConfig(_Section):
     """
 
     modality: str = Field(
-        default="MR",
+        default=DEFAULT_MODALITY,
         description=(
-            "(0008,0060) Modality to convert; image objects of other modalities are set aside. "
-            "An empty string accepts every image modality."
+            "(0008,0060) Modality of the DICOM data, the one setting for it: ingest asks the "
+            "archive for it, conversion sets other image objects aside, and the validation "
+            "gate accepts it (the modality each source was converted with). An empty string "
+            "accepts every image modality."
         ),
     )
     image_size_px: int = Field(
@@ -605,13 +608,6 @@ class ValidateConfig(_Section):
         description=(
             "Share of images that may be blank, saturated or constant (each check on its own) "
             "before that check fails."
-        ),
-    )
-    modalities: tuple[str, ...] = Field(
-        default=("MR",),
-        description=(
-            "Accepted (0008,0060) Modality values; checked only when the manifest has a "
-            "modality column (DICOM data)."
         ),
     )
     max_quarantine_fraction: float = Field(

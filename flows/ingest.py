@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from braincls.config import Settings, TciaConfig
+from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
 from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
 from tasks.common import ensure_global_limit, submit_bounded
@@ -35,7 +35,7 @@ INGEST_NEW_DATA = "braincls.ingest.new-data"
 )
 def ingest_flow(
     collection: str,
-    modality: str = "MR",
+    modality: str = DEFAULT_MODALITY,
     filters: dict[str, str] | None = None,
     data_root: str = "data",
     base_url: str | None = None,

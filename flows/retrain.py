@@ -27,7 +27,7 @@ def retrain_flow(
     data_root: str = "data",
     base_url: str | None = None,
     labels: str | None = None,
-    modality: str = "MR",
+    modality: str | None = None,
     config: PipelineConfig | None = None,
     train_deployment: str | None = None,
     skip_ingest: bool = False,
@@ -40,7 +40,9 @@ def retrain_flow(
         base_url: NBIA v4 API base URL (default: ``BRAINCLS_TCIA_BASE_URL`` or TCIA's).
         labels: labels table (CSV: PatientID / SeriesInstanceUID / SOPInstanceUID -> label);
             default ``<data_root>/labels.csv``.
-        modality: Modality to ingest and convert.
+        modality: (0008,0060) Modality to ingest, convert and accept at the validation gate;
+            sets ``config.convert.modality``, the one modality setting (default: its value,
+            MR).
         config: the pipeline configuration (training, evaluation, promotion floors...).
         train_deployment: run training as this deployment (e.g. ``train-model/train-gpu``).
         skip_ingest: train on what is already verified locally, without asking the server.
@@ -49,6 +51,10 @@ def retrain_flow(
     if not collections:
         raise ValueError("collections: give at least one collection to train on")
     cfg = config or PipelineConfig()
+    if modality is not None:
+        cfg = cfg.model_copy(
+            update={"convert": cfg.convert.model_copy(update={"modality": modality})}
+        )
     root = Path(data_root).resolve()
     labels_path = Path(labels).resolve() if labels else root / "labels.csv"
     if not labels_path.is_file():
@@ -64,7 +70,7 @@ def retrain_flow(
     logger.info("waiting for the %s slot (one retraining at a time)", RETRAIN_LIMIT)
     with concurrency(RETRAIN_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
         return _ingest_and_train(
-            collections, root, url, labels_path, modality, cfg, train_deployment, skip_ingest
+            collections, root, url, labels_path, cfg, train_deployment, skip_ingest
         )
 
 
@@ -73,7 +79,6 @@ def _ingest_and_train(
     root: Path,
     url: str,
     labels_path: Path,
-    modality: str,
     cfg: PipelineConfig,
     train_deployment: str | None,
     skip_ingest: bool,
@@ -85,7 +90,7 @@ def _ingest_and_train(
         for name in collections:
             state = ingest_flow(
                 collection=name,
-                modality=modality,
+                modality=cfg.convert.modality,
                 data_root=str(root),
                 base_url=url,
                 config=cfg.tcia,
@@ -112,9 +117,7 @@ def _ingest_and_train(
         dicom_dirs=[str(src) for src in sources],
         labels=str(labels_path),
         data_root=str(root),
-        config=cfg.model_copy(
-            update={"convert": cfg.convert.model_copy(update={"modality": modality})}
-        ),
+        config=cfg,
         train_deployment=train_deployment,
     )
     return {**result, "ingest": ingested}

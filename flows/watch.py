@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from braincls.config import Settings, TciaConfig
+from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
 from braincls.ingest.collection import last_complete_ingest, local_collections
 from tasks.ingest import check_for_new_series
 
@@ -20,7 +20,7 @@ def watch_flow(
     data_root: str = "data",
     base_url: str | None = None,
     ingest_deployment: str | None = "ingest/ingest",
-    modality: str = "MR",
+    modality: str = DEFAULT_MODALITY,
     full_check: bool = False,
     config: TciaConfig | None = None,
 ) -> dict[str, Any]:
