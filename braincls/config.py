@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from braincls.common.hashing import stable_hash
@@ -33,6 +33,21 @@ class Settings(BaseSettings):
     tcia_base_url: str = Field(
         default=DEFAULT_TCIA_BASE_URL,
         description="Base URL of the NBIA v4 API (TCIA, or the local stand-in server).",
+    )
+    pseudonym_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Secret key of the Patient ID pseudonyms (BRAINCLS_PSEUDONYM_SALT): a long random "
+            "string, kept fixed (a new one gives new pseudonyms). Never a flow parameter."
+        ),
+    )
+    pseudonym_salt_block: str | None = Field(
+        default=None,
+        description=(
+            "Name of a Prefect Secret block holding the pseudonym salt "
+            "(BRAINCLS_PSEUDONYM_SALT_BLOCK); read by the conversion tasks on the worker, "
+            "and used instead of pseudonym_salt."
+        ),
     )
 
 
@@ -430,6 +445,20 @@ class TciaConfig(_Section):
     )
 
 
+class PseudonymSaltMissing(ValueError):
+    """Patient IDs must be pseudonymised, and no salt is configured."""
+
+
+PSEUDONYM_SALT_MISSING = (
+    "Patient IDs of this DICOM must be pseudonymised (it is not a public de-identified "
+    "archive ingested by braincls), and no pseudonym salt is configured. Set "
+    "BRAINCLS_PSEUDONYM_SALT to a long random secret (and keep it: a new salt gives new "
+    "pseudonyms), or BRAINCLS_PSEUDONYM_SALT_BLOCK to the name of a Prefect Secret block "
+    "holding it, where the conversion runs; or, if the data is de-identified already, set "
+    "convert.pseudonymize_patient_id to false"
+)
+
+
 class ConvertConfig(_Section):
     """DICOM to image conversion settings (owned by the conversion stage).
 
@@ -502,18 +531,15 @@ class ConvertConfig(_Section):
             "who want full depth."
         ),
     )
-    pseudonymize_patient_id: bool = Field(
-        default=False,
+    pseudonymize_patient_id: bool | Literal["auto"] = Field(
+        default="auto",
         description=(
             "Replace (0010,0020) Patient ID in every output by a salted HMAC-SHA256 pseudonym "
-            "('anon-' + 16 hex digits); labels tables still use the original IDs."
-        ),
-    )
-    pseudonym_salt: SecretStr = Field(
-        default=SecretStr(""),
-        description=(
-            "Secret key of the Patient ID pseudonyms (required when pseudonymising). Keep it "
-            "fixed: a new salt gives new pseudonyms and reconverts every series."
+            "('anon-' + 16 hex digits); labels tables still use the original IDs. 'auto' "
+            "(the default): for every source but a public de-identified archive, that is "
+            "every folder not ingested from an NBIA API by braincls (a --dicom folder, a "
+            "hospital export); false: the source is de-identified already. The salt comes "
+            "from BRAINCLS_PSEUDONYM_SALT or a Prefect Secret block, never from the config."
         ),
     )
     workers: int = Field(
@@ -521,6 +547,7 @@ class ConvertConfig(_Section):
         ge=0,
         description="Worker processes for decoding; 0 uses one per available CPU.",
     )
+    _pseudonym_salt: SecretStr | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> ConvertConfig:
@@ -529,15 +556,37 @@ class ConvertConfig(_Section):
                 f"percentile_low ({self.percentile_low}) must be below percentile_high "
                 f"({self.percentile_high})"
             )
-        if self.pseudonymize_patient_id and not self.pseudonym_salt.get_secret_value():
-            raise ValueError("pseudonymize_patient_id needs a non-empty pseudonym_salt")
         return self
 
+    def with_pseudonym_salt(self, salt: str | SecretStr) -> ConvertConfig:
+        """A copy that pseudonymises with ``salt`` (kept out of every dump, record and
+        parameter: it is a private attribute, travelling only to conversion processes)."""
+        copy = self.model_copy()
+        copy._pseudonym_salt = salt if isinstance(salt, SecretStr) else SecretStr(salt)
+        return copy
+
+    def salt_value(self) -> str:
+        """The salt attached by :meth:`with_pseudonym_salt`, else ``BRAINCLS_PSEUDONYM_SALT``;
+        '' when there is none."""
+        if self._pseudonym_salt is not None and self._pseudonym_salt.get_secret_value():
+            return self._pseudonym_salt.get_secret_value()
+        return Settings().pseudonym_salt.get_secret_value()
+
+    @property
+    def pseudonym_salt(self) -> SecretStr:
+        """The salt of the pseudonyms; :class:`PseudonymSaltMissing` when none is configured."""
+        salt = self.salt_value()
+        if not salt:
+            raise PseudonymSaltMissing(PSEUDONYM_SALT_MISSING)
+        return SecretStr(salt)
+
     def config_hash(self) -> str:
-        """SHA-256 over the output-relevant fields; the salt enters only through its own hash."""
-        values = self.model_dump(mode="json", exclude={"workers", "pseudonym_salt"})
-        salt = self.pseudonym_salt.get_secret_value().encode("utf-8")
-        values["pseudonym_salt_sha256"] = hashlib.sha256(salt).hexdigest()
+        """SHA-256 over the output-relevant fields; when Patient IDs may be pseudonymised, the
+        salt enters through its own hash (never the salt itself)."""
+        values = self.model_dump(mode="json", exclude={"workers"})
+        if self.pseudonymize_patient_id is not False:
+            salt = self.salt_value().encode("utf-8")
+            values["pseudonym_salt_sha256"] = hashlib.sha256(salt).hexdigest()
         return stable_hash(values)
 
 
