@@ -200,11 +200,11 @@ class IngestSummary:
         ]
 
     def failure_rows(self) -> list[dict[str, Any]]:
-        """One row per failed series."""
+        """One row per failed series, named by its UID (no Patient ID: these rows go to the
+        dashboard)."""
         return [
             {
                 "SeriesInstanceUID": item.series_instance_uid,
-                "PatientID": item.patient_id,
                 "error": item.error_type,
                 "attempts": item.attempts,
                 "message": item.message,
