@@ -76,6 +76,11 @@ def two_classes(tmp_path: Path) -> Path:
             ["retrain", "X", "--labels", "{two}/none.csv"],
             "braincls: error: --labels: {two}/none.csv: labels table not found",
         ),
+        (
+            ["nbia-serve", "--root", "{two}", "--host", "0.0.0.0"],
+            "braincls: error: --host 0.0.0.0: the NBIA stand-in has no authentication; bind "
+            "127.0.0.1, or pass --allow-remote on a network you trust",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:
