@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from braincls.common.hashing import stable_hash
 
@@ -34,6 +42,22 @@ class Settings(BaseSettings):
         default=DEFAULT_TCIA_BASE_URL,
         description="Base URL of the NBIA v4 API (TCIA, or the local stand-in server).",
     )
+    allowed_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Data roots a deployment run on this worker may use (BRAINCLS_ALLOWED_DATA_ROOTS, "
+            "comma-separated; a root's subfolders included). Empty: data_root only. A run's "
+            "parameters (and the event payload that starts retrain-on-ingest) are chosen by "
+            "whoever can reach the Prefect server, so the worker decides where it writes."
+        ),
+    )
+    allowed_tcia_base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "NBIA API base URLs a deployment run on this worker may talk to "
+            "(BRAINCLS_ALLOWED_TCIA_BASE_URLS, comma-separated). Empty: tcia_base_url only."
+        ),
+    )
     pseudonym_salt: SecretStr = Field(
         default=SecretStr(""),
         description=(
@@ -49,6 +73,45 @@ class Settings(BaseSettings):
             "and used instead of pseudonym_salt."
         ),
     )
+
+    @field_validator("allowed_data_roots", "allowed_tcia_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def trusted_data_roots(self) -> list[Path]:
+        """The data roots deployment runs may use, resolved."""
+        return [Path(root).resolve() for root in (self.allowed_data_roots or [self.data_root])]
+
+    def trusted_base_urls(self) -> list[str]:
+        """The NBIA API base URLs deployment runs may use, without trailing slashes."""
+        return [url.rstrip("/") for url in (self.allowed_tcia_base_urls or [self.tcia_base_url])]
+
+
+class UntrustedLocation(ValueError):
+    """A run asked for a data root or an API URL this machine does not allow."""
+
+
+def check_run_location(settings: Settings, data_root: str | Path, base_url: str | None) -> None:
+    """Raise :class:`UntrustedLocation` unless ``data_root`` lies in an allowed data root and
+    ``base_url`` (when given) is an allowed NBIA API URL of ``settings``."""
+    root = Path(data_root).resolve()
+    allowed = settings.trusted_data_roots()
+    if not any(root == trusted or trusted in root.parents for trusted in allowed):
+        raise UntrustedLocation(
+            f"data_root {root} is not an allowed data root on this worker (allowed: "
+            f"{', '.join(map(str, allowed))}); a run's parameters come from whoever can reach "
+            "the Prefect server, so the worker only writes where it is told to by its own "
+            "BRAINCLS_ALLOWED_DATA_ROOTS (comma-separated) or BRAINCLS_DATA_ROOT"
+        )
+    if base_url is not None and base_url.rstrip("/") not in settings.trusted_base_urls():
+        raise UntrustedLocation(
+            f"base_url {base_url} is not an allowed NBIA API on this worker (allowed: "
+            f"{', '.join(settings.trusted_base_urls())}); add it to the worker's "
+            "BRAINCLS_ALLOWED_TCIA_BASE_URLS (comma-separated) or BRAINCLS_TCIA_BASE_URL"
+        )
 
 
 class _Section(BaseModel):

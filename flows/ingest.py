@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
 from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
+from flows.guard import check_deployment_run
 from tasks.common import ensure_global_limit, submit_bounded
 from tasks.ingest import TCIA_LIMIT, download_series, plan_collection
 
@@ -59,6 +60,7 @@ def ingest_flow(
     cfg = config or TciaConfig()
     url = base_url or Settings().tcia_base_url
     root = Path(data_root).resolve()
+    check_deployment_run(root, url)
     raw_root = str(root / "raw")
     query = {**({"Modality": modality} if modality else {}), **(filters or {})}
     started = time.perf_counter()

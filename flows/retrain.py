@@ -12,6 +12,7 @@ from prefect.concurrency.sync import concurrency
 
 from braincls.config import PipelineConfig, Settings
 from braincls.ingest.store import safe_component
+from flows.guard import check_deployment_run
 from flows.ingest import ingest_flow
 from flows.pipeline import pipeline
 from tasks.common import HOUR, ensure_global_limit
@@ -56,13 +57,16 @@ def retrain_flow(
             update={"convert": cfg.convert.model_copy(update={"modality": modality})}
         )
     root = Path(data_root).resolve()
+    url = base_url or Settings().tcia_base_url
+    # Started by a deployment (the retrain-on-ingest trigger fills these from an event): only
+    # where and what this worker allows.
+    check_deployment_run(root, url)
     labels_path = Path(labels).resolve() if labels else root / "labels.csv"
     if not labels_path.is_file():
         raise FileNotFoundError(
             f"{labels_path}: labels table not found; DICOM data needs one to be trained on "
             "(columns Collection/PatientID/SeriesInstanceUID/SOPInstanceUID, label)"
         )
-    url = base_url or Settings().tcia_base_url
     # One retraining at a time across every deployment (scheduled, on ingest) and the CLI:
     # two would train the same key in the same folder. Prefect does not limit at all with a
     # missing limit, so it is created here when `braincls setup` has not made it.

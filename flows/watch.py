@@ -11,6 +11,7 @@ from prefect.artifacts import create_table_artifact
 
 from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
 from braincls.ingest.collection import last_complete_ingest, local_collections
+from flows.guard import check_deployment_run
 from tasks.ingest import check_for_new_series
 
 
@@ -43,6 +44,7 @@ def watch_flow(
     cfg = config or TciaConfig()
     url = base_url or Settings().tcia_base_url
     root = str(Path(data_root).resolve())
+    check_deployment_run(root, url)
     raw_root = Path(root) / "raw"
     watched = list(collections) if collections else local_collections(raw_root)
     if not watched:

@@ -152,6 +152,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     served = base / "served"
     data_root = base / "data"
     data_root.mkdir()
+    # The workers run what the server asks for only under this data root and against this
+    # API (a run's parameters, and the retrain trigger's event payload, cannot choose others).
+    env["BRAINCLS_ALLOWED_DATA_ROOTS"] = str(data_root)
+    env["BRAINCLS_ALLOWED_TCIA_BASE_URLS"] = f"http://127.0.0.1:{nbia_port}/nbia-api/services/v4/"
     receiver = WebhookReceiver().__enter__()
     try:
         # The server takes longest to start: start it first, make the demo data meanwhile.
