@@ -67,6 +67,23 @@ FAILURE_PAYLOAD = """{
 }"""
 
 
+def masked_url(url: str) -> str:
+    """``url`` as it may be shown: scheme, host and port only. Chat services (Slack,
+    Mattermost, Teams) put the credential in the path or the query, so the rest is masked."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "…"
+    if not parts.scheme or not host:
+        return "…"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
+
+
 class SetupError(RuntimeError):
     """The Prefect server cannot be set up (not reachable, or not configured)."""
 
@@ -197,5 +214,7 @@ def setup_operations(
         else:
             client.create_automation(automation)
             report.lines.append(f"automation {FAILURE_AUTOMATION_NAME}: created")
-        report.lines.append(f"failure webhook: POST {webhook_url} (block {WEBHOOK_BLOCK_NAME})")
+        report.lines.append(
+            f"failure webhook: POST {masked_url(webhook_url)} (block {WEBHOOK_BLOCK_NAME})"
+        )
     return report
