@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from braincls.config import PipelineConfig, Settings
+from braincls.ingest.collection import local_collections
 from braincls.ingest.store import safe_component
 from flows.guard import check_deployment_run
 from flows.ingest import ingest_flow
@@ -24,7 +25,7 @@ RETRAIN_LIMIT = "braincls-retrain"
 # Room for a long ingest and the pipeline's own 12 h limit.
 @flow(name="retrain", log_prints=True, timeout_seconds=36 * HOUR)
 def retrain_flow(
-    collections: list[str],
+    collections: list[str] | None = None,
     data_root: str = "data",
     base_url: str | None = None,
     labels: str | None = None,
@@ -36,7 +37,8 @@ def retrain_flow(
     """Ingest new series of ``collections``, then train, evaluate and register a model on them.
 
     Args:
-        collections: TCIA collection names, e.g. ``["UPENN-GBM"]``.
+        collections: TCIA collection names, e.g. ``["UPENN-GBM"]`` (default: every
+            collection already ingested under the data root).
         data_root: the data root (raw DICOM, images, manifests, models, reports).
         base_url: NBIA v4 API base URL (default: ``BRAINCLS_TCIA_BASE_URL`` or TCIA's).
         labels: labels table (CSV: PatientID / SeriesInstanceUID / SOPInstanceUID -> label);
@@ -49,8 +51,6 @@ def retrain_flow(
         skip_ingest: train on what is already verified locally, without asking the server.
     """
     logger = get_run_logger()
-    if not collections:
-        raise ValueError("collections: give at least one collection to train on")
     cfg = config or PipelineConfig()
     if modality is not None:
         cfg = cfg.model_copy(
@@ -61,6 +61,12 @@ def retrain_flow(
     # Started by a deployment (the retrain-on-ingest trigger fills these from an event): only
     # where and what this worker allows.
     check_deployment_run(root, url)
+    collections = list(collections or local_collections(root / "raw"))
+    if not collections:
+        raise ValueError(
+            f"{root / 'raw'}: nothing to retrain on: no collection has been ingested there "
+            "yet; pass collections=[...] (or ingest one first)"
+        )
     labels_path = Path(labels).resolve() if labels else root / "labels.csv"
     if not labels_path.is_file():
         raise FileNotFoundError(

@@ -54,3 +54,11 @@ def test_the_retraining_limit_is_created_where_it_is_missing(tmp_path: Path) -> 
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(RETRAIN_LIMIT)
     assert (limit.limit, limit.active, limit.active_slots) == (1, True, 0)
+
+
+def test_a_retraining_without_collections_takes_those_already_ingested(tmp_path: Path) -> None:
+    from flows.retrain import retrain_flow
+
+    (tmp_path / "labels.csv").write_text("PatientID,label\nP1,yes\n")
+    with pytest.raises(ValueError, match=r"nothing to retrain on: no collection has been ingested"):
+        retrain_flow(data_root=str(tmp_path), skip_ingest=True)
