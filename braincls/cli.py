@@ -224,7 +224,7 @@ def convert(
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes.")] = None,
 ) -> None:
     """Convert DICOM to training images; print the images manifest and quarantine table paths."""
-    from braincls.config import ConvertConfig
+    from braincls.config import ConvertConfig, PseudonymSaltMissing
     from braincls.convert import ConversionError, convert_tree, load_labels
     from braincls.convert.labels import LabelsError
 
@@ -240,7 +240,7 @@ def convert(
             table,
             workers=workers,
         )
-    except (ConversionError, LabelsError) as error:
+    except (ConversionError, LabelsError, PseudonymSaltMissing) as error:
         fail(str(error))
     typer.echo(
         f"{result.images} images from {result.series} series "

@@ -9,7 +9,13 @@ import pandas as pd
 
 from braincls.common.layout import DataLayout
 from braincls.common.tables import SPLIT_COLUMN
-from braincls.config import ConvertConfig, EvaluateConfig, ImportConfig, PreprocessConfig
+from braincls.config import (
+    ConvertConfig,
+    EvaluateConfig,
+    ImportConfig,
+    PreprocessConfig,
+    PseudonymSaltMissing,
+)
 from braincls.evaluate.evaluation import EvaluationError, EvaluationResult, evaluate_model
 from braincls.model.saved import SavedModel, SavedModelError, read_saved_model
 
@@ -45,7 +51,7 @@ def _converted_dicom(
     try:
         table = load_labels(labels_path)
         result = convert_tree(dicom_dir, layout.converted, convert_config_of(saved), table)
-    except (ConversionError, LabelsError) as error:
+    except (ConversionError, LabelsError, PseudonymSaltMissing) as error:
         raise EvaluationError(str(error)) from error
     unknown = sorted(set(table.classes) - set(saved.class_names))
     if unknown:

@@ -128,3 +128,30 @@ def test_a_failed_stage_ends_the_command_with_its_message(
     assert result.exit_code == 1
     assert result.stderr == f"braincls: error: {message}\n"
     assert [call["images_dir"] for call in calls] == [str(two_classes.resolve())]
+
+
+def test_converting_a_local_folder_without_a_salt_says_how_to_set_one(tmp_path: Path) -> None:
+    from test_dicom_convert import make_mr, ramp, save
+
+    save(make_mr(ramp()), tmp_path / "export" / "a.dcm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINCLS_PSEUDONYM_SALT")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braincls",
+            "convert",
+            str(tmp_path / "export"),
+            "--data-root",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "braincls: error: Patient IDs of this DICOM must be pseudonymised"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
