@@ -160,11 +160,18 @@ def pipeline(
                 )
         else:
             record, states["convert"] = _call(
-                "convert", convert_dicom, dicom_sources, root, cfg.convert, labels_path,
+                "convert",
+                convert_dicom,
+                dicom_sources,
+                root,
+                cfg.convert,
+                labels_path,
                 refresh=refresh,
             )
         sources.append(record)
-    split, states["split"] = _call("split", split_dataset, sources, root, cfg.split, refresh=refresh)
+    split, states["split"] = _call(
+        "split", split_dataset, sources, root, cfg.split, refresh=refresh
+    )
     dataset, states["preprocess"] = _call(
         "preprocess", preprocess_images, split, root, cfg.preprocess, refresh=refresh
     )

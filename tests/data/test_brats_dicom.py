@@ -35,7 +35,6 @@ SLICE_INDICES = tuple(range(0, 155, SLICE_STEP))
 SIZE_PX = 240 // IN_PLANE_STEP
 
 
-
 @pytest.fixture(autouse=True)
 def _needs_brats(brats_dir: Path) -> None:
     """Every test here reads the real BraTS cases (their absence fails under CI)."""
