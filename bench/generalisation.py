@@ -278,9 +278,10 @@ def convert_dicom(dicom_dir: Path, layout: DataLayout, tmp: Path) -> pd.DataFram
 
     labels_path = tmp / "dicom-labels.csv"
     labels_path.write_text(DICOM_LABELS_CSV)
-    result = convert_tree(
-        dicom_dir, layout.converted, ConvertConfig(), load_labels(labels_path), workers=1
-    )
+    # Both series are published, de-identified data (TCIA's PGBM-001 and a public volunteer
+    # scan): their Patient IDs stay, and the labels name PGBM-001.
+    config = ConvertConfig(pseudonymize_patient_id=False)
+    result = convert_tree(dicom_dir, layout.converted, config, load_labels(labels_path), workers=1)
     if result.unlabelled:
         raise SystemExit(f"{dicom_dir}: {result.unlabelled} converted images have no label")
     return pd.read_parquet(result.images_manifest)

@@ -41,7 +41,8 @@ SERIES_PER_PATIENT = 2
 def start_server(root: Path) -> tuple[subprocess.Popen[str], str]:
     """The local NBIA server in its own process (so that it does not share our GIL)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "devkit.nbia.server", "--root", str(root)],
+        # --control: the benchmark reloads the catalogue over HTTP after adding patients.
+        [sys.executable, "-m", "devkit.nbia.server", "--root", str(root), "--control"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

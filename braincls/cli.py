@@ -329,7 +329,7 @@ def convert(
     Labels come from the labels table, else from the DICOM SEG / RTSTRUCT objects in the folder;
     images with neither are converted too and listed without a label (``braincls predict``
     scores them; training sets them aside)."""
-    from braincls.config import ConvertConfig
+    from braincls.config import ConvertConfig, PseudonymSaltMissing
     from braincls.convert import ConversionError, convert_tree, load_labels
     from braincls.convert.labels import LabelsError
 
@@ -348,7 +348,7 @@ def convert(
             workers=workers,
             keep_unlabelled=True,
         )
-    except (ConversionError, LabelsError) as error:
+    except (ConversionError, LabelsError, PseudonymSaltMissing) as error:
         fail(str(error))
     by_source = ", ".join(f"{n} by {source}" for source, n in result.label_sources.items())
     typer.echo(
@@ -641,13 +641,29 @@ def nbia_serve(
     ],
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0: a free one).")] = 0,
+    control: Annotated[
+        bool,
+        typer.Option("--control", help="Answer the fault-injection and reload endpoints."),
+    ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option("--allow-remote", help="Allow a non-loopback --host (no authentication)."),
+    ] = False,
 ) -> None:
     """Serve DICOM folders as a local NBIA v4 API (TCIA stand-in) until Ctrl-C."""
+    from devkit.nbia.server import is_loopback
     from devkit.nbia.server import main as serve_main
 
     if not root.is_dir():
         fail(f"--root: {root}: folder not found")
-    raise typer.Exit(serve_main(["--root", str(root), "--host", host, "--port", str(port)]))
+    if not allow_remote and not is_loopback(host):
+        fail(
+            f"--host {host}: the NBIA stand-in has no authentication; bind 127.0.0.1, or pass "
+            "--allow-remote on a network you trust"
+        )
+    args = ["--root", str(root), "--host", host, "--port", str(port)]
+    args += ["--control"] * control + ["--allow-remote"] * allow_remote
+    raise typer.Exit(serve_main(args))
 
 
 @app.command("setup")

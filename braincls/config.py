@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from braincls.common.hashing import stable_hash
 
 DEFAULT_TCIA_BASE_URL = "https://services.cancerimagingarchive.net/nbia-api/services/v4/"
+#: (0008,0060) Modality of DICOM data unless configured otherwise (ConvertConfig.modality).
+DEFAULT_MODALITY = "MR"
 
 
 class Settings(BaseSettings):
@@ -32,6 +42,76 @@ class Settings(BaseSettings):
         default=DEFAULT_TCIA_BASE_URL,
         description="Base URL of the NBIA v4 API (TCIA, or the local stand-in server).",
     )
+    allowed_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Data roots a deployment run on this worker may use (BRAINCLS_ALLOWED_DATA_ROOTS, "
+            "comma-separated; a root's subfolders included). Empty: data_root only. A run's "
+            "parameters (and the event payload that starts retrain-on-ingest) are chosen by "
+            "whoever can reach the Prefect server, so the worker decides where it writes."
+        ),
+    )
+    allowed_tcia_base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "NBIA API base URLs a deployment run on this worker may talk to "
+            "(BRAINCLS_ALLOWED_TCIA_BASE_URLS, comma-separated). Empty: tcia_base_url only."
+        ),
+    )
+    pseudonym_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Secret key of the Patient ID pseudonyms (BRAINCLS_PSEUDONYM_SALT): a long random "
+            "string, kept fixed (a new one gives new pseudonyms). Never a flow parameter."
+        ),
+    )
+    pseudonym_salt_block: str | None = Field(
+        default=None,
+        description=(
+            "Name of a Prefect Secret block holding the pseudonym salt "
+            "(BRAINCLS_PSEUDONYM_SALT_BLOCK); read by the conversion tasks on the worker, "
+            "and used instead of pseudonym_salt."
+        ),
+    )
+
+    @field_validator("allowed_data_roots", "allowed_tcia_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def trusted_data_roots(self) -> list[Path]:
+        """The data roots deployment runs may use, resolved."""
+        return [Path(root).resolve() for root in (self.allowed_data_roots or [self.data_root])]
+
+    def trusted_base_urls(self) -> list[str]:
+        """The NBIA API base URLs deployment runs may use, without trailing slashes."""
+        return [url.rstrip("/") for url in (self.allowed_tcia_base_urls or [self.tcia_base_url])]
+
+
+class UntrustedLocation(ValueError):
+    """A run asked for a data root or an API URL this machine does not allow."""
+
+
+def check_run_location(settings: Settings, data_root: str | Path, base_url: str | None) -> None:
+    """Raise :class:`UntrustedLocation` unless ``data_root`` lies in an allowed data root and
+    ``base_url`` (when given) is an allowed NBIA API URL of ``settings``."""
+    root = Path(data_root).resolve()
+    allowed = settings.trusted_data_roots()
+    if not any(root == trusted or trusted in root.parents for trusted in allowed):
+        raise UntrustedLocation(
+            f"data_root {root} is not an allowed data root on this worker (allowed: "
+            f"{', '.join(map(str, allowed))}); a run's parameters come from whoever can reach "
+            "the Prefect server, so the worker only writes where it is told to by its own "
+            "BRAINCLS_ALLOWED_DATA_ROOTS (comma-separated) or BRAINCLS_DATA_ROOT"
+        )
+    if base_url is not None and base_url.rstrip("/") not in settings.trusted_base_urls():
+        raise UntrustedLocation(
+            f"base_url {base_url} is not an allowed NBIA API on this worker (allowed: "
+            f"{', '.join(settings.trusted_base_urls())}); add it to the worker's "
+            "BRAINCLS_ALLOWED_TCIA_BASE_URLS (comma-separated) or BRAINCLS_TCIA_BASE_URL"
+        )
 
 
 class _Section(BaseModel):
@@ -204,6 +284,16 @@ class SplitConfig(_Section):
         ),
     )
     seed: int = Field(default=42, description="Seed of the split.")
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> SplitConfig:
+        total = self.train_fraction + self.val_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train_fraction + val_fraction + test_fraction must add up to 1, got "
+                f"{self.train_fraction} + {self.val_fraction} + {self.test_fraction} = {total:.3f}"
+            )
+        return self
 
 
 class PreprocessConfig(_Section):
@@ -469,9 +559,14 @@ class TciaConfig(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0, description="HTTP timeout per request.")
     max_attempts: int = Field(default=5, ge=1, description="Tries per request or series download.")
     max_concurrent_downloads: int = Field(
-        default=2, ge=1, description="Concurrent series downloads per host (Prefect limit 'tcia')."
+        default=2,
+        ge=1,
+        description=(
+            "Series downloaded at once by one ingest run; also the value of the Prefect "
+            "global concurrency limit 'tcia' (all runs together) when an ingest has to create "
+            "it (`braincls setup --tcia-limit` sets it on a server)."
+        ),
     )
-    modality: str = Field(default="MR", description="Modality filter for ingest.")
     include_segmentations: bool = Field(
         default=True,
         description=(
@@ -494,6 +589,20 @@ class TciaConfig(_Section):
     )
 
 
+class PseudonymSaltMissing(ValueError):
+    """Patient IDs must be pseudonymised, and no salt is configured."""
+
+
+PSEUDONYM_SALT_MISSING = (
+    "Patient IDs of this DICOM must be pseudonymised (it is not a public de-identified "
+    "archive ingested by braincls), and no pseudonym salt is configured. Set "
+    "BRAINCLS_PSEUDONYM_SALT to a long random secret (and keep it: a new salt gives new "
+    "pseudonyms), or BRAINCLS_PSEUDONYM_SALT_BLOCK to the name of a Prefect Secret block "
+    "holding it, where the conversion runs; or, if the data is de-identified already, set "
+    "convert.pseudonymize_patient_id to false"
+)
+
+
 class ConvertConfig(_Section):
     """DICOM to image conversion settings (owned by the conversion stage).
 
@@ -502,10 +611,12 @@ class ConvertConfig(_Section):
     """
 
     modality: str = Field(
-        default="MR",
+        default=DEFAULT_MODALITY,
         description=(
-            "(0008,0060) Modality to convert; image objects of other modalities are set aside. "
-            "An empty string accepts every image modality."
+            "(0008,0060) Modality of the DICOM data, the one setting for it: ingest asks the "
+            "archive for it, conversion sets other image objects aside, and the validation "
+            "gate accepts it (the modality each source was converted with). An empty string "
+            "accepts every image modality."
         ),
     )
     image_size_px: int = Field(
@@ -564,18 +675,15 @@ class ConvertConfig(_Section):
             "who want full depth."
         ),
     )
-    pseudonymize_patient_id: bool = Field(
-        default=False,
+    pseudonymize_patient_id: bool | Literal["auto"] = Field(
+        default="auto",
         description=(
             "Replace (0010,0020) Patient ID in every output by a salted HMAC-SHA256 pseudonym "
-            "('anon-' + 16 hex digits); labels tables still use the original IDs."
-        ),
-    )
-    pseudonym_salt: SecretStr = Field(
-        default=SecretStr(""),
-        description=(
-            "Secret key of the Patient ID pseudonyms (required when pseudonymising). Keep it "
-            "fixed: a new salt gives new pseudonyms and reconverts every series."
+            "('anon-' + 16 hex digits); labels tables still use the original IDs. 'auto' "
+            "(the default): for every source but a public de-identified archive, that is "
+            "every folder not ingested from an NBIA API by braincls (a --dicom folder, a "
+            "hospital export); false: the source is de-identified already. The salt comes "
+            "from BRAINCLS_PSEUDONYM_SALT or a Prefect Secret block, never from the config."
         ),
     )
     workers: int = Field(
@@ -583,6 +691,7 @@ class ConvertConfig(_Section):
         ge=0,
         description="Worker processes for decoding; 0 uses one per available CPU.",
     )
+    _pseudonym_salt: SecretStr | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> ConvertConfig:
@@ -591,15 +700,37 @@ class ConvertConfig(_Section):
                 f"percentile_low ({self.percentile_low}) must be below percentile_high "
                 f"({self.percentile_high})"
             )
-        if self.pseudonymize_patient_id and not self.pseudonym_salt.get_secret_value():
-            raise ValueError("pseudonymize_patient_id needs a non-empty pseudonym_salt")
         return self
 
+    def with_pseudonym_salt(self, salt: str | SecretStr) -> ConvertConfig:
+        """A copy that pseudonymises with ``salt`` (kept out of every dump, record and
+        parameter: it is a private attribute, travelling only to conversion processes)."""
+        copy = self.model_copy()
+        copy._pseudonym_salt = salt if isinstance(salt, SecretStr) else SecretStr(salt)
+        return copy
+
+    def salt_value(self) -> str:
+        """The salt attached by :meth:`with_pseudonym_salt`, else ``BRAINCLS_PSEUDONYM_SALT``;
+        '' when there is none."""
+        if self._pseudonym_salt is not None and self._pseudonym_salt.get_secret_value():
+            return self._pseudonym_salt.get_secret_value()
+        return Settings().pseudonym_salt.get_secret_value()
+
+    @property
+    def pseudonym_salt(self) -> SecretStr:
+        """The salt of the pseudonyms; :class:`PseudonymSaltMissing` when none is configured."""
+        salt = self.salt_value()
+        if not salt:
+            raise PseudonymSaltMissing(PSEUDONYM_SALT_MISSING)
+        return SecretStr(salt)
+
     def config_hash(self) -> str:
-        """SHA-256 over the output-relevant fields; the salt enters only through its own hash."""
-        values = self.model_dump(mode="json", exclude={"workers", "pseudonym_salt"})
-        salt = self.pseudonym_salt.get_secret_value().encode("utf-8")
-        values["pseudonym_salt_sha256"] = hashlib.sha256(salt).hexdigest()
+        """SHA-256 over the output-relevant fields; when Patient IDs may be pseudonymised, the
+        salt enters through its own hash (never the salt itself)."""
+        values = self.model_dump(mode="json", exclude={"workers"})
+        if self.pseudonymize_patient_id is not False:
+            salt = self.salt_value().encode("utf-8")
+            values["pseudonym_salt_sha256"] = hashlib.sha256(salt).hexdigest()
         return stable_hash(values)
 
 
@@ -670,13 +801,6 @@ class ValidateConfig(_Section):
         description=(
             "Share of images that may be blank, saturated or constant (each check on its own) "
             "before that check fails."
-        ),
-    )
-    modalities: tuple[str, ...] = Field(
-        default=("MR",),
-        description=(
-            "Accepted (0008,0060) Modality values; checked only when the manifest has a "
-            "modality column (DICOM data)."
         ),
     )
     max_quarantine_fraction: float = Field(

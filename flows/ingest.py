@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from braincls.config import Settings, TciaConfig
-from braincls.ingest.collection import IngestFailure, summarize
+from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
+from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
-from tasks.ingest import download_series, plan_collection
+from flows.guard import check_deployment_run
+from tasks.common import ensure_global_limit, submit_bounded
+from tasks.ingest import TCIA_LIMIT, download_series, plan_collection
 
 #: Emitted at the end of every ingest run (payload: collection, new, failed, listed, data_root,
 #: base_url, modality).
@@ -33,7 +36,7 @@ INGEST_NEW_DATA = "braincls.ingest.new-data"
 )
 def ingest_flow(
     collection: str,
-    modality: str = "MR",
+    modality: str = DEFAULT_MODALITY,
     filters: dict[str, str] | None = None,
     data_root: str = "data",
     base_url: str | None = None,
@@ -57,25 +60,43 @@ def ingest_flow(
     cfg = config or TciaConfig()
     url = base_url or Settings().tcia_base_url
     root = Path(data_root).resolve()
+    check_deployment_run(root, url)
     raw_root = str(root / "raw")
     query = {**({"Modality": modality} if modality else {}), **(filters or {})}
     started = time.perf_counter()
-    with stage(
-        f"listing {collection} at {url}",
-        "check the collection name (the API's getCollectionValues lists them), the filters "
-        "and that the API answers at that URL; then rerun the ingest",
-    ):
-        plan = plan_collection(collection, query, raw_root, url, cfg)
+    listed_on = dt.datetime.now(dt.UTC).date()
+    # The watcher's memory: only an ingest of the whole collection (no filters but the
+    # modality) that verified every series counts as complete; any other outcome keeps the
+    # collection a candidate for the next watch.
+    whole_collection = not filters
+
+    def remember(complete: bool) -> None:
+        if whole_collection:
+            record_ingest(Path(raw_root), collection, modality, listed_on, complete=complete)
+
+    try:
+        with stage(
+            f"listing {collection} at {url}",
+            "check the collection name (the API's getCollectionValues lists them), the filters "
+            "and that the API answers at that URL; then rerun the ingest",
+        ):
+            plan = plan_collection(collection, query, raw_root, url, cfg)
+    except StageFailed:
+        remember(complete=False)
+        raise
     if not plan.listed:
         raise StageFailed(
             f"listing {collection} at {url} failed: no series match {query or 'no filters'}. "
             "What to do: check the spelling of the collection (case matters) and the filters "
             "(modality), then rerun the ingest"
         )
-    futures = (
-        download_series.map(plan.to_download, unmapped(raw_root), unmapped(url), unmapped(cfg))
-        if plan.to_download
-        else []
+    # At most `max_concurrent_downloads` series at once: this run never has more downloads in
+    # flight, and the Prefect limit `tcia` (created with that value if it is missing) caps
+    # all runs together.
+    if plan.to_download:
+        ensure_global_limit(TCIA_LIMIT, cfg.max_concurrent_downloads)
+    futures = submit_bounded(
+        download_series, plan.to_download, cfg.max_concurrent_downloads, raw_root, url, cfg
     )
     downloads = []
     failures = []
@@ -90,6 +111,7 @@ def ingest_flow(
         else:
             failures.append(result["failure"])
     summary = summarize(plan, downloads, failures, time.perf_counter() - started)
+    remember(complete=not failures)
     create_table_artifact(
         key="ingest-summary",
         table=summary.to_rows() + summary.failure_rows(),

@@ -6,6 +6,8 @@
   pool an operator moved to Kubernetes or Docker keeps its type and base job template),
 - the global concurrency limit ``tcia`` that caps concurrent series downloads
   (``tasks/ingest.py``; without it Prefect only warns and does not limit),
+- the global concurrency limit ``braincls-retrain`` (one slot) that every retraining holds, so
+  the two retrain deployments never train at once on their shared data root,
 - when a webhook URL is given, a ``Webhook`` block and an automation that POSTs a JSON message to
   it whenever a flow run of a braincls deployment ends ``Failed``, ``Crashed`` or ``TimedOut``.
 
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-# The global concurrency limit held by every series download.
+# The global concurrency limits held by every series download and every retraining.
+from flows.retrain import RETRAIN_LIMIT
 from tasks.ingest import TCIA_LIMIT
 
 #: Work pools by name, with what runs on them.
@@ -62,6 +65,23 @@ FAILURE_PAYLOAD = """{
   "url": {{ flow_run|ui_url | tojson }},
   "occurred": {{ event.occurred | string | tojson }}
 }"""
+
+
+def masked_url(url: str) -> str:
+    """``url`` as it may be shown: scheme, host and port only. Chat services (Slack,
+    Mattermost, Teams) put the credential in the path or the query, so the rest is masked."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "…"
+    if not parts.scheme or not host:
+        return "…"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/…"
 
 
 class SetupError(RuntimeError):
@@ -165,6 +185,9 @@ def setup_operations(
                 report.lines.append(f"work pool {name}: present ({pool.type}), left as it is")
         client.upsert_global_concurrency_limit_by_name(TCIA_LIMIT, tcia_limit)
         report.lines.append(f"global concurrency limit {TCIA_LIMIT}: {tcia_limit}")
+        # One retraining at a time, across both retrain deployments (they share a data root).
+        client.upsert_global_concurrency_limit_by_name(RETRAIN_LIMIT, 1)
+        report.lines.append(f"global concurrency limit {RETRAIN_LIMIT}: 1")
         if not webhook_url:
             if client.read_automations_by_name(FAILURE_AUTOMATION_NAME):
                 report.lines.append(
@@ -191,5 +214,7 @@ def setup_operations(
         else:
             client.create_automation(automation)
             report.lines.append(f"automation {FAILURE_AUTOMATION_NAME}: created")
-        report.lines.append(f"failure webhook: POST {webhook_url} (block {WEBHOOK_BLOCK_NAME})")
+        report.lines.append(
+            f"failure webhook: POST {masked_url(webhook_url)} (block {WEBHOOK_BLOCK_NAME})"
+        )
     return report

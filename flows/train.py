@@ -15,6 +15,7 @@ from prefect import flow
 from braincls.config import TrainConfig
 from braincls.data.stage import DatasetRecord
 from flows.failures import stage
+from flows.guard import check_deployment_run
 from tasks.train import train
 
 
@@ -34,6 +35,7 @@ def train_flow(
         refresh: train from scratch even when a finished model of the same key exists.
     """
     cfg = config or TrainConfig()
+    check_deployment_run(data_root)
     with stage(
         "reading the dataset record",
         "pass the record of a finished preprocess stage (manifests/dataset/<key>/record.json) "

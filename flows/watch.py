@@ -9,8 +9,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from braincls.config import Settings, TciaConfig
-from braincls.ingest.collection import last_watch_date, local_collections, record_watch_date
+from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
+from braincls.ingest.collection import last_complete_ingest, local_collections
+from flows.guard import check_deployment_run
 from tasks.ingest import check_for_new_series
 
 
@@ -20,7 +21,7 @@ def watch_flow(
     data_root: str = "data",
     base_url: str | None = None,
     ingest_deployment: str | None = "ingest/ingest",
-    modality: str = "MR",
+    modality: str = DEFAULT_MODALITY,
     full_check: bool = False,
     config: TciaConfig | None = None,
 ) -> dict[str, Any]:
@@ -35,13 +36,15 @@ def watch_flow(
             the runs show on the dashboard); empty to ingest in this flow run instead.
         modality: Modality filter of the ingests (empty for all).
         full_check: list every watched collection in full instead of asking the server for
-            series updated since the last check (slower; also catches size-only changes).
+            series updated since each collection's last complete ingest (slower; also
+            catches size-only changes).
         config: client timeouts, retries and politeness.
     """
     logger = get_run_logger()
     cfg = config or TciaConfig()
     url = base_url or Settings().tcia_base_url
     root = str(Path(data_root).resolve())
+    check_deployment_run(root, url)
     raw_root = Path(root) / "raw"
     watched = list(collections) if collections else local_collections(raw_root)
     if not watched:
@@ -50,10 +53,15 @@ def watch_flow(
             "pass collections=[...] or ingest one first"
         )
     filters = {"Modality": modality} if modality else {}
-    last = None if full_check else last_watch_date(raw_root)
-    # The server compares release dates by day: ask from the day before the last check.
-    since = last - dt.timedelta(days=1) if last else None
-    today = dt.datetime.now(dt.UTC).date()
+    # Per collection: updates since the day before its last complete ingest (the server
+    # compares release dates by day). A collection whose last ingest failed or was partial,
+    # or that was never ingested, has none and is listed in full until an ingest completes.
+    since: dict[str, dt.date | None] | None = None
+    if not full_check:
+        since = {}
+        for name in watched:
+            last = last_complete_ingest(raw_root, name, modality)
+            since[name] = last - dt.timedelta(days=1) if last else None
     report = check_for_new_series(watched, filters, str(raw_root), url, cfg, since)
     started: list[dict[str, Any]] = []
     for plan in report.plans:
@@ -85,13 +93,12 @@ def watch_flow(
                     "flow_run": f"in-process: {result['downloaded']} downloaded",
                 }
             )
-    record_watch_date(raw_root, today)
     create_table_artifact(
         key="watch-tcia",
         table=started or [{"collection": "(none)", "series": 0, "flow_run": "nothing new"}],
         description=(
             f"Watched {', '.join(report.watched)}; missing on the server: "
-            f"{', '.join(report.missing) or 'none'}; checked since {since or 'the beginning'}"
+            f"{', '.join(report.missing) or 'none'}; checked since: {_since_text(since)}"
         ),
     )
     for name in report.missing:
@@ -102,5 +109,15 @@ def watch_flow(
         "missing": list(report.missing),
         "new_collections": list(report.new_collections),
         "started": started,
-        "since": since.isoformat() if since else None,
+        "since": None
+        if since is None
+        else {name: date.isoformat() if date else None for name, date in since.items()},
     }
+
+
+def _since_text(since: dict[str, dt.date | None] | None) -> str:
+    if since is None:
+        return "the beginning (full check)"
+    return ", ".join(
+        f"{name} {date.isoformat() if date else 'the beginning'}" for name, date in since.items()
+    )

@@ -31,6 +31,48 @@ F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R")
 
 
+def ensure_global_limit(name: str, limit: int) -> bool:
+    """Create the Prefect global concurrency limit ``name`` with ``limit`` slots unless it
+    exists (an existing one keeps the value an operator gave it); True when it was created.
+
+    Prefect skips a missing limit with a warning and does not limit at all, so every flow that
+    relies on one makes sure it is there before holding it.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit)
+            )
+        except ObjectAlreadyExists:  # created by another run meanwhile
+            return False
+    return True
+
+
+def submit_bounded(task: Any, items: Sequence[Any], limit: int, *args: Any) -> list[Any]:
+    """Submit ``task(item, *args)`` for every item, never more than ``limit`` unfinished at a
+    time (the flow's task runner may have more threads); the futures, in item order."""
+    from prefect.futures import as_completed
+
+    futures: list[Any] = []
+    running: set[Any] = set()
+    for item in items:
+        while len(running) >= max(1, limit):
+            running.discard(next(as_completed(list(running))))
+        future = task.submit(item, *args)
+        futures.append(future)
+        running.add(future)
+    return futures
+
+
 def retry_on(*exception_types: type[BaseException]) -> Callable[[Any, Any, Any], bool]:
     """A ``retry_condition_fn`` that retries only when the task raised one of the given types.
 

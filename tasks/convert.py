@@ -10,8 +10,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from braincls.common.layout import DataLayout
-from braincls.config import ConvertConfig, LabelRuleConfig
+from braincls.config import ConvertConfig, LabelRuleConfig, Settings
 from braincls.convert import SeriesResult, SeriesUnit, convert_series, pending_series
+from braincls.convert.privacy import resolve_pseudonymisation
 from braincls.convert.stage import run_convert
 from braincls.data.stage import SourceRecord
 from tasks.common import HOUR, TRANSIENT_IO, finished, retry_on, stage_task
@@ -19,6 +20,19 @@ from tasks.common import HOUR, TRANSIENT_IO, finished, retry_on, stage_task
 
 def _labels(path: str | None) -> Path | None:
     return Path(path) if path else None
+
+
+def with_configured_salt(config: ConvertConfig) -> ConvertConfig:
+    """``config`` with the pseudonym salt of the Prefect Secret block named by
+    ``BRAINCLS_PSEUDONYM_SALT_BLOCK``, read here on the worker; without that setting the
+    library reads ``BRAINCLS_PSEUDONYM_SALT``. The salt is never a parameter of a flow or a
+    task, so it is in no run's parameters, no record and no artifact."""
+    block = Settings().pseudonym_salt_block
+    if not block:
+        return config
+    from prefect.blocks.system import Secret
+
+    return config.with_pseudonym_salt(str(Secret.load(block).get()))
 
 
 @stage_task("convert-dicom", timeout_seconds=6 * HOUR, tags=["data", "dicom"])
@@ -39,7 +53,7 @@ def convert_dicom(
     outcome = run_convert(
         [Path(s) for s in sources],
         DataLayout(Path(data_root)),
-        config,
+        with_configured_salt(config),
         _labels(labels),
         rule=rule,
         refresh=refresh,
@@ -57,6 +71,10 @@ def convert_dicom(
             ),
             {"what": "patients", "count": record.n_groups},
             {"what": "set aside", "count": record.n_quarantined},
+            {
+                "what": "sources with pseudonymised Patient IDs",
+                "count": len(record.summary.get("pseudonymised_sources", [])),
+            },
             *({"what": f"set aside: {reason}", "count": int(n)} for reason, n in reasons.items()),
         ],
         description=f"DICOM conversion of {record.name}: images, label sources, patients, files set aside by reason",
@@ -81,7 +99,8 @@ def convert_dicom(
 def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -> list[SeriesUnit]:
     """The series under ``sources`` not yet converted (one unit per series key)."""
     converted = DataLayout(Path(data_root)).converted
-    return [unit for src in sources for unit in pending_series(Path(src), converted, config)]
+    salted = with_configured_salt(config)
+    return [unit for src in sources for unit in pending_series(Path(src), converted, salted)]
 
 
 # No timeout: Prefect cannot interrupt a task on a worker thread or a Dask worker (it only warns).
@@ -95,5 +114,7 @@ def plan_conversion(sources: list[str], data_root: str, config: ConvertConfig) -
     tags=["braincls", "dicom"],
 )
 def convert_one_series(unit: SeriesUnit, data_root: str, config: ConvertConfig) -> SeriesResult:
-    """Convert one series into its key folder (atomic; a finished folder is reused)."""
-    return convert_series(unit, DataLayout(Path(data_root)).converted, config)
+    """Convert one series into its key folder (atomic; a finished folder is reused); its
+    Patient IDs are pseudonymised as for the whole source folder (``unit.root``)."""
+    resolved = resolve_pseudonymisation(with_configured_salt(config), unit.root)
+    return convert_series(unit, DataLayout(Path(data_root)).converted, resolved)

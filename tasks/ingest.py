@@ -74,10 +74,13 @@ def download_series(
 ) -> dict[str, Any]:
     """Download and verify one series (a no-op when a verified copy is present).
 
-    Holds one slot of the global concurrency limit ``tcia`` while it downloads. Returns a small
-    dict: the series UID, whether it was downloaded, its bytes, or the error that ended it.
+    Holds one slot of the global concurrency limit ``tcia`` while it downloads; a missing
+    limit is an error, not a silent "no limit" (the ingest flow creates it where it is
+    missing). Returns a small dict: the series UID, whether it was downloaded, its bytes, or
+    the error that ended it.
     """
-    with concurrency(TCIA_LIMIT, occupy=1), NbiaClient.from_config(config, base_url) as client:
+    slot = concurrency(TCIA_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False)
+    with slot, NbiaClient.from_config(config, base_url) as client:
         try:
             result = ingest_series(client, series, Path(raw_root))
         except TciaRequestError as error:  # 400/404: retrying cannot help
@@ -101,7 +104,7 @@ def check_for_new_series(
     raw_root: str,
     base_url: str,
     config: TciaConfig,
-    since: dt.date | None,
+    since: dict[str, dt.date | None] | None,
 ) -> WatchReport:
     """Compare the server's listing with the verified local state of ``collections``."""
     with NbiaClient.from_config(config, base_url) as client:

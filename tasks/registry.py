@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,7 +13,39 @@ from braincls.data.stage import DatasetRecord
 from braincls.evaluate.stage import EvaluationRecord
 from braincls.registry.stage import RegistrationRecord, run_register
 from braincls.train.stage import ModelRecord
-from tasks.common import MINUTE, stage_task
+from tasks.common import MINUTE, markdown_table, stage_task
+
+
+def comparison_markdown(version: str, decision: dict[str, Any]) -> str:
+    """The comparison behind an automatic decision as a table: each model's decision metric,
+    on which images, and the value the candidate had to come within the margin of."""
+    comparison = decision.get("comparison")
+    if not comparison:
+        return ""
+    metric = decision.get("decision_metric")
+    data = (
+        f"the same {comparison['test_images']} test images"
+        if comparison["same_test_data"] and comparison.get("test_images") is not None
+        else (
+            "the same test data" if comparison["same_test_data"] else "each model's own test data"
+        )
+    )
+    rows = [
+        {"model": version, "role": "candidate", metric: comparison["candidate_value"]},
+        {"model": comparison["champion"], "role": "champion", metric: comparison["champion_value"]},
+        *(
+            {"model": earlier, "role": "earlier champion", metric: value}
+            for earlier, value in comparison["earlier_champions"].items()
+        ),
+    ]
+    for row in rows:
+        row["reference"] = "yes" if row["model"] == comparison["reference_version"] else ""
+    left_out = comparison.get("excluded_images") or 0
+    return (
+        f"\n## Comparison ({metric} on {data}; {left_out} test images left out because a "
+        f"compared model trained or validated on them)\n\n{markdown_table(rows)}\n\n"
+        f"Margin: {decision.get('margin')}: the candidate must come within it of the reference.\n"
+    )
 
 
 @stage_task("register-model", timeout_seconds=10 * MINUTE, tags=["registry"])
@@ -32,6 +65,7 @@ def register_model(
         markdown=(
             f"# Promotion decision: {outcome.version}\n\n**{outcome.summary}**\n\n"
             f"Champion now: `{outcome.champion}`\n\n{reasons}\n"
+            + comparison_markdown(outcome.version, outcome.decision)
         ),
         description=f"Model {outcome.version}: {'promoted' if outcome.promoted else 'kept as challenger'}",
     )

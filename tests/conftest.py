@@ -20,6 +20,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "braincls")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# DICOM folders that braincls did not ingest from an NBIA API are pseudonymised by default,
+# which needs a salt; tests of a missing salt remove it.
+os.environ.setdefault("BRAINCLS_PSEUDONYM_SALT", "braincls-tests-not-a-secret")
 
 
 def _shared(path: str) -> Path:

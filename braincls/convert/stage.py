@@ -45,8 +45,20 @@ def convert_key(
 
 
 def recorded_convert_config(config: ConvertConfig) -> dict[str, object]:
-    """The conversion settings as recorded with datasets and models (never the salt)."""
-    return config.model_dump(mode="json", exclude={"pseudonym_salt", "workers"})
+    """The conversion settings as recorded with datasets and models (never the salt, which
+    is no field of the config)."""
+    return config.model_dump(mode="json", exclude={"workers"})
+
+
+def pseudonymised_sources(sources: Sequence[Path], config: ConvertConfig) -> list[str]:
+    """The names of the source folders whose Patient IDs were pseudonymised."""
+    from braincls.convert.privacy import resolve_pseudonymisation
+
+    return [
+        Path(src).name
+        for src in sources
+        if resolve_pseudonymisation(config, Path(src)).pseudonymize_patient_id
+    ]
 
 
 def run_convert(
@@ -151,6 +163,8 @@ def run_convert(
             "set_aside_by_reason": by_reason,
             "label_sources": label_sources,
             "segmentations": segmentations,
+            # Folder names only: which sources' Patient IDs are pseudonyms (privacy.py).
+            "pseudonymised_sources": pseudonymised_sources(sources, config),
         },
     )
     write_record(folder / RECORD_FILE, record)

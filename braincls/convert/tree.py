@@ -37,6 +37,7 @@ from braincls.common.tables import IMAGE_COLUMNS, QUARANTINE_COLUMNS, coerce, em
 from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.convert.files import FileOutcome, convert_files, scan_file
 from braincls.convert.labels import LabelTable
+from braincls.convert.privacy import resolve_pseudonymisation
 from braincls.convert.reading import (
     Reason,
     is_ignored,
@@ -746,6 +747,8 @@ def pending_series(
     out_root = Path(out_root).resolve()
     if not src_dir.is_dir():
         raise ConversionError(f"{src_dir}: source folder not found")
+    # Pseudonymise unless the folder is a public de-identified archive (privacy.py).
+    config = resolve_pseudonymisation(config, src_dir)
     index = load_file_index(out_root)
     units, _ = discover_series(src_dir, exclude=[out_root], index=index)
     save_file_index(out_root, index)
@@ -800,6 +803,8 @@ def convert_tree(
     out_root = Path(out_root).resolve()
     if not src_dir.is_dir():
         raise ConversionError(f"{src_dir}: source folder not found")
+    # Pseudonymise unless the folder is a public de-identified archive (privacy.py).
+    config = resolve_pseudonymisation(config, src_dir)
     count = resolve_workers(config.workers if workers is None else workers)
     started = time.perf_counter()
     index = load_file_index(out_root)

@@ -1,8 +1,14 @@
-"""The split: train / validation / test, by near-duplicate group or patient."""
+"""The split: train / validation / test, by near-duplicate group or patient.
+
+Each group's split is drawn from a hash of its id and the seed, so a group's split depends on
+nothing else: adding data never moves an existing group (a patient in the test split stays
+there, so a model trained on an older split is never scored on images it trained on).
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import hashlib
+
 import pandas as pd
 
 from braincls.common.tables import SPLIT_COLUMN, SPLITS
@@ -13,54 +19,44 @@ class SplitError(ValueError):
     """The manifest cannot be split as configured."""
 
 
+def unit_position(unit_id: str, seed: int) -> float:
+    """Where a group (or, for a random split, an image) falls in [0, 1): the first 64 bits of
+    SHA-256 over the seed and the id. Stable across runs, machines and Python versions."""
+    digest = hashlib.sha256(f"braincls-split\0{seed}\0{unit_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(position: float, config: SplitConfig) -> str:
+    """The split of a unit at ``position``: test first, then val, then train."""
+    if position < config.test_fraction:
+        return "test"
+    if position < config.test_fraction + config.val_fraction:
+        return "val"
+    return "train"
+
+
 def split_manifest(manifest: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     """Assign every row to train, val or test; deterministic for ``config.seed``.
 
     ``grouped``: whole groups (near-duplicate group, or patient for DICOM data) are assigned,
-    stratified by label (a group's label is its majority label), so no group is on two sides.
-    ``random``: rows are assigned one by one, stratified by label (the seed project's way; copies
-    of one image end up on both sides).
+    each by :func:`unit_position` of its group id, so no group is on two sides and a group
+    keeps its split when other groups are added. The fractions are shares of groups, met in
+    expectation (not exactly: that would tie every group's split to all the others).
+    ``random``: rows are assigned one by one, by their sample id (the seed project's way;
+    copies of one image end up on both sides).
     """
-    total = config.train_fraction + config.val_fraction + config.test_fraction
-    if abs(total - 1.0) > 1e-6:
-        raise SplitError(f"split fractions must add up to 1, got {total:.3f}")
     frame = manifest.copy()
-    rng = np.random.default_rng(config.seed)
-    if config.strategy == "random":
-        units = frame[["sample_id", "label"]].rename(columns={"sample_id": "unit"})
-        unit_column = "sample_id"
-    else:
-        units = (
-            frame.groupby("group_id")["label"]
-            .agg(lambda labels: labels.value_counts().index[0])
-            .reset_index()
-            .rename(columns={"group_id": "unit"})
-        )
-        unit_column = "group_id"
-    sizes = frame.groupby(unit_column).size()
-    assignment: dict[str, str] = {}
-    for _label, members in sorted(units.groupby("label"), key=lambda item: str(item[0])):
-        unit_ids = np.array(sorted(members["unit"].astype(str)))
-        rng.shuffle(unit_ids)
-        # Fill test, then val, by image count, so that large groups do not skew the fractions.
-        counts = sizes.loc[unit_ids].to_numpy()
-        cumulative = np.cumsum(counts) / counts.sum()
-        test_end = config.test_fraction
-        val_end = config.test_fraction + config.val_fraction
-        for unit, position in zip(unit_ids, cumulative - counts / counts.sum() / 2, strict=True):
-            if position < test_end:
-                assignment[unit] = "test"
-            elif position < val_end:
-                assignment[unit] = "val"
-            else:
-                assignment[unit] = "train"
-    frame[SPLIT_COLUMN] = frame[unit_column].astype(str).map(assignment).astype("string")
+    unit_column = "sample_id" if config.strategy == "random" else "group_id"
+    units = frame[unit_column].astype(str)
+    assignment = {unit: split_of(unit_position(unit, config.seed), config) for unit in set(units)}
+    frame[SPLIT_COLUMN] = units.map(assignment).astype("string")
     for split in SPLITS:
         present = set(frame.loc[frame[SPLIT_COLUMN] == split, "label"])
         missing = sorted(set(frame["label"]) - present)
         if missing:
             raise SplitError(
                 f"split '{split}' has no images of class {', '.join(missing)}: "
-                "too few images or groups for the configured fractions"
+                "too few images or groups for the configured fractions (try another "
+                "split seed, or add data)"
             )
     return frame

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 #: Code versions of the data stages: bump one when its output for the same input changes.
 IMPORT_VERSION = "2"
 VOLUMES_VERSION = "1"
-SPLIT_VERSION = "2"
+SPLIT_VERSION = "3"
 PREPROCESS_STAGE_VERSION = "2"
 
 

@@ -15,6 +15,7 @@ from braincls.config import (
     ImportConfig,
     LabelRuleConfig,
     PreprocessConfig,
+    PseudonymSaltMissing,
     VolumesConfig,
 )
 from braincls.evaluate.evaluation import EvaluationError, EvaluationResult, evaluate_model
@@ -66,7 +67,7 @@ def _converted_dicom(
             table,
             rule=labelling_rule_of(saved, "dicom"),
         )
-    except (ConversionError, LabelsError) as error:
+    except (ConversionError, LabelsError, PseudonymSaltMissing) as error:
         raise EvaluationError(str(error)) from error
     unknown = sorted(set(result.class_names) - set(saved.class_names))
     if unknown:

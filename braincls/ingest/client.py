@@ -479,7 +479,8 @@ class NbiaClient:
         if series.image_count is None or series.file_size_bytes is None:
             size = self.get_series_size(series.series_instance_uid)
             series = _with_size(series, size)
-        label = f"series {series.series_instance_uid} ({series.collection}/{series.patient_id})"
+        # UIDs only: messages and log lines reach the dashboard and the failure webhook.
+        label = f"series {series.series_instance_uid} ({series.collection})"
         attempts = 0
         started = time.monotonic()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from braincls.common.atomic import write_json
+from braincls.common.locks import file_lock
 from braincls.ingest.client import SERIES_FILTERS, NbiaClient, SeriesDownload
 from braincls.ingest.errors import TciaError
 from braincls.ingest.records import SeriesRecord
@@ -225,11 +226,11 @@ class IngestSummary:
         ]
 
     def failure_rows(self) -> list[dict[str, Any]]:
-        """One row per failed series."""
+        """One row per failed series, named by its UID (no Patient ID: these rows go to the
+        dashboard)."""
         return [
             {
                 "SeriesInstanceUID": item.series_instance_uid,
-                "PatientID": item.patient_id,
                 "error": item.error_type,
                 "attempts": item.attempts,
                 "message": item.message,
@@ -347,15 +348,17 @@ def watch(
     collections: Sequence[str],
     filters: Mapping[str, str] | None = None,
     *,
-    since: dt.date | None = None,
+    since: Mapping[str, dt.date | None] | None = None,
 ) -> WatchReport:
     """Compare the server with local state for the ``collections`` to watch.
 
-    With ``since``, ``getUpdatedSeries`` (released strictly after ``since``) narrows the check to
-    collections with updated series plus those with nothing local; a watched collection is then
-    only listed in full when something changed. Without it every watched collection is listed
-    and diffed (slower, but it also catches series whose size changed without a new release
-    date). Pass a ``since`` one day before the last check: the server compares dates only.
+    ``since`` maps a watched collection (any case) to the date from which to ask
+    for updates: the day before its last complete ingest (the server compares dates only, and
+    ``getUpdatedSeries`` returns series released strictly after the date). A collection mapped
+    to None, or missing from ``since`` (never ingested completely, or its last ingest failed
+    or was partial), is always listed in full. With ``since`` None every watched collection is
+    listed and diffed (slower, but it also catches series whose size changed without a new
+    release date).
     """
     server = tuple(client.get_collection_values())
     by_folded = {name.casefold(): name for name in server}
@@ -368,11 +371,23 @@ def watch(
         name for name in watched if next(iter_records(raw_root, name), None) is None
     )
     candidates = list(watched)
+    oldest: dt.date | None = None
     if since is not None:
-        updated = {record.collection.casefold() for record in client.get_updated_series(since)}
-        candidates = [
-            name for name in watched if name.casefold() in updated or name in new_collections
-        ]
+        folded = {name.casefold(): date for name, date in since.items()}
+        dates = {name: folded.get(name.casefold()) for name in watched}
+        known = [date for date in dates.values() if date is not None]
+        candidates = [name for name, date in dates.items() if date is None]
+        if known:
+            oldest = min(known)
+            updated = client.get_updated_series(oldest)
+            for name, date in dates.items():
+                if date is not None and any(
+                    record.collection.casefold() == name.casefold()
+                    and (record.date_released is None or record.date_released > date)
+                    for record in updated
+                ):
+                    candidates.append(name)
+        candidates = [name for name in watched if name in candidates]
     plans = []
     for name in candidates:
         plan = plan_ingest(client, name, raw_root, filters)
@@ -384,12 +399,15 @@ def watch(
         missing=tuple(missing),
         new_collections=new_collections,
         plans=tuple(plans),
-        since=since,
+        since=oldest,
     )
 
 
-#: File under the raw root that remembers when the watcher last checked the server.
+#: File under the raw root that remembers, per collection and modality filter, how its last
+#: ingest went and the date of its last complete one.
 WATCH_STATE_FILE = ".watch-state.json"
+WATCH_STATE_LOCK = ".watch-state.lock"
+WATCH_STATE_VERSION = 2
 
 
 def local_collections(raw_root: Path) -> list[str]:
@@ -397,15 +415,46 @@ def local_collections(raw_root: Path) -> list[str]:
     return sorted({record.series.collection for record in iter_records(raw_root)})
 
 
-def last_watch_date(raw_root: Path) -> dt.date | None:
-    """The date of the watcher's last complete check, or None before the first one."""
+def _read_watch_state(raw_root: Path) -> dict[str, Any]:
     path = Path(raw_root) / WATCH_STATE_FILE
     try:
-        return dt.date.fromisoformat(json.loads(path.read_text())["checked_on"])
-    except (OSError, ValueError, KeyError, TypeError):
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"schema_version": WATCH_STATE_VERSION, "collections": {}}
+    if not isinstance(state, dict) or state.get("schema_version") != WATCH_STATE_VERSION:
+        # The first watcher's format ({"checked_on": ...}) recorded checks, not ingests:
+        # it says nothing about which collection is complete, so it is not trusted.
+        return {"schema_version": WATCH_STATE_VERSION, "collections": {}}
+    return state
+
+
+def record_ingest(
+    raw_root: Path, collection: str, modality: str, started_on: dt.date, *, complete: bool
+) -> Path:
+    """Remember how the ingest of ``collection`` (``modality`` filter, '' for all) that
+    listed the server on ``started_on`` ended: ``complete`` only when every listed series is
+    verified. Only a complete ingest moves ``last_complete_ingest``; a failed or partial one
+    keeps the collection a candidate for the watcher. Concurrent ingests are serialised."""
+    raw_root = Path(raw_root)
+    with file_lock(raw_root / WATCH_STATE_LOCK, timeout_seconds=60, what="the watch state"):
+        state = _read_watch_state(raw_root)
+        entry = state["collections"].setdefault(collection, {}).setdefault(modality, {})
+        entry["last_ingest"] = started_on.isoformat()
+        entry["last_ingest_complete"] = complete
+        if complete:
+            entry["last_complete_ingest"] = started_on.isoformat()
+        return write_json(raw_root / WATCH_STATE_FILE, state)
+
+
+def last_complete_ingest(raw_root: Path, collection: str, modality: str) -> dt.date | None:
+    """The listing date of the last complete ingest of ``collection`` with ``modality``, or
+    None when there is none or the last ingest was not complete (failed or partial)."""
+    collections = _read_watch_state(raw_root)["collections"]
+    by_folded = {name.casefold(): value for name, value in collections.items()}
+    entry = by_folded.get(collection.casefold(), {}).get(modality, {})
+    if not entry.get("last_ingest_complete"):
         return None
-
-
-def record_watch_date(raw_root: Path, checked_on: dt.date) -> Path:
-    """Remember ``checked_on`` as the last complete check (atomic write)."""
-    return write_json(Path(raw_root) / WATCH_STATE_FILE, {"checked_on": checked_on.isoformat()})
+    try:
+        return dt.date.fromisoformat(str(entry["last_complete_ingest"]))
+    except (KeyError, ValueError):
+        return None

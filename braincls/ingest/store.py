@@ -52,7 +52,9 @@ def safe_component(value: str, what: str) -> str:
         or any(ord(char) < 32 for char in value)
         or len(value) > _MAX_COMPONENT_CHARS
     ):
-        raise UnsafeRecordError(f"{what} {value!r} cannot be used as a folder name")
+        # A Patient ID is not repeated in the message (it reaches logs and notifications).
+        shown = "(not shown)" if what == "PatientID" else repr(value)
+        raise UnsafeRecordError(f"{what} {shown} cannot be used as a folder name")
     return value
 
 

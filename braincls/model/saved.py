@@ -26,6 +26,9 @@ MODEL_FILE = "model.keras"
 TRAIN_RECORD_FILE = "train_record.json"
 #: The registry's metadata file of a version folder (holds the training record and threshold).
 METADATA_FILE = "metadata.json"
+#: The sample ids a model was trained and validated on (``sample_id``, ``split``), beside the
+#: model in both kinds of folder: a model is never scored on them.
+TRAINING_SAMPLES_FILE = "training_samples.parquet"
 
 
 class SavedModelError(ValueError):
@@ -107,6 +110,18 @@ def read_saved_model(folder: Path) -> SavedModel:
         version=metadata.get("version"),
         metadata=metadata,
     )
+
+
+def read_training_samples(folder: Path) -> set[str] | None:
+    """The sample ids the model in ``folder`` was trained or validated on (both steer a model:
+    the weights, the kept epoch, the threshold); None when the folder does not record them (a
+    model trained by an older braincls)."""
+    import pandas as pd
+
+    path = Path(folder) / TRAINING_SAMPLES_FILE
+    if not path.is_file():
+        return None
+    return set(pd.read_parquet(path, columns=["sample_id"])["sample_id"].astype(str))
 
 
 def load_model(model_path: Path) -> Any:

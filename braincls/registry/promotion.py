@@ -47,6 +47,57 @@ class FloorCheck:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """How a candidate was compared with the champion: every model's decision metric.
+
+    With ``same_test_data``, every value was measured on the same images: the candidate's test
+    split less any image a compared model trained or validated on (``excluded_images``), each
+    model at its own fixed threshold; ``earlier_champions`` are former champions scored on
+    those images too, so that a run of small losses, each within the margin, cannot add up
+    (the candidate is held to the best of them). Without it the champion's value is its
+    registered one, from its own test data, and the comparison is indicative only.
+    """
+
+    champion: str
+    same_test_data: bool
+    candidate_value: float | None
+    champion_value: float | None
+    earlier_champions: dict[str, float | None] = field(default_factory=dict)
+    test_images: int | None = None
+    excluded_images: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def reference(self) -> tuple[str, float | None]:
+        """The value to beat: the best of the champion and the earlier champions (the
+        champion's when no value is known)."""
+        known = {
+            version: value
+            for version, value in {
+                self.champion: self.champion_value,
+                **self.earlier_champions,
+            }.items()
+            if value is not None
+        }
+        if not known:
+            return self.champion, None
+        best = max(known, key=lambda version: (known[version], version == self.champion))
+        return best, known[best]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the reference."""
+        reference_version, reference_value = self.reference()
+        return dict(
+            json_safe(
+                {
+                    **asdict(self),
+                    "reference_version": reference_version,
+                    "reference_value": reference_value,
+                }
+            )
+        )
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     """What happened to ``version`` and why. ``reasons`` are full sentences for people."""
 
@@ -63,6 +114,9 @@ class PromotionDecision:
     margin: float | None = None
     same_test_data: bool | None = None
     floors: list[FloorCheck] = field(default_factory=list)
+    reference_version: str | None = None
+    reference_value: float | None = None
+    comparison: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN as null)."""
@@ -99,63 +153,84 @@ def _failed_floor_reasons(version: str, floors: list[FloorCheck]) -> list[str]:
     return reasons
 
 
+def _data_phrase(comparison: Comparison) -> str:
+    if not comparison.same_test_data:
+        return "their own test data"
+    if comparison.test_images is None:
+        return "the same test data"
+    left_out = (
+        f" ({comparison.excluded_images} left out: a compared model trained or validated on them)"
+        if comparison.excluded_images
+        else ""
+    )
+    return f"the same {comparison.test_images} test images{left_out}"
+
+
 def _comparison_reasons(
-    version: str,
-    champion: str,
-    candidate_value: float | None,
-    champion_value: float | None,
-    config: RegistryConfig,
-    same_test_data: bool,
+    version: str, comparison: Comparison, config: RegistryConfig
 ) -> tuple[bool, list[str]]:
     label = METRIC_LABELS[config.decision_metric]
     margin = config.non_inferiority_margin
-    data = "the same test data" if same_test_data else "their own test data"
+    champion = comparison.champion
+    candidate_value = comparison.candidate_value
+    reference_version, reference_value = comparison.reference()
+    data = _data_phrase(comparison)
     if candidate_value is None:
         return False, [
-            f"{label} of {version} is undefined, so it cannot be compared; "
+            f"{label} of {version} on {data} is undefined, so it cannot be compared; "
             f"{champion} stays champion."
         ]
-    if champion_value is None:
+    if reference_value is None:
         return True, [
             f"{label} of the champion {champion} is undefined; {version} passes the floors "
             f"with {label} {candidate_value:.4f} and becomes champion."
         ]
-    if candidate_value >= champion_value - margin:
+    against = f"champion {champion} {_shown(comparison.champion_value)}"
+    if reference_version != champion:
+        against += f" and the best earlier champion {reference_version} {reference_value:.4f}"
+    if candidate_value >= reference_value - margin:
+        best = "" if reference_version == champion else f" than the best ({reference_version})"
         return True, [
-            f"{label} {candidate_value:.4f} vs champion {champion} {champion_value:.4f} on "
-            f"{data}: not worse by more than the margin {margin:.4f}; {version} becomes champion."
+            f"{label} {candidate_value:.4f} vs {against} on {data}: not worse{best} by more "
+            f"than the margin {margin:.4f}; {version} becomes champion."
         ]
+    than = "" if reference_version == champion else f" than {reference_version}"
     return False, [
-        f"{label} {candidate_value:.4f} vs champion {champion} {champion_value:.4f} on {data}: "
-        f"worse by {champion_value - candidate_value:.4f}, more than the margin {margin:.4f}; "
+        f"{label} {candidate_value:.4f} vs {against} on {data}: worse{than} by "
+        f"{reference_value - candidate_value:.4f}, more than the margin {margin:.4f}; "
         f"{version} stays a challenger."
     ]
+
+
+def _shown(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
 
 
 def decide_promotion(
     version: str,
     candidate_metrics: Mapping[str, Any],
     champion: str | None,
-    champion_metrics: Mapping[str, Any] | None,
     config: RegistryConfig,
     *,
-    same_test_data: bool,
-    comparison_note: str | None = None,
+    comparison: Comparison | None = None,
     decided_at: str | None = None,
 ) -> PromotionDecision:
     """Decide whether ``version`` replaces ``champion``.
 
-    The candidate must pass the floors; the first version to pass them becomes champion;
-    after that its decision metric must not be worse than the champion's by more than the
-    margin. ``champion_metrics`` are the champion's metrics on ``version``'s test data when
-    ``same_test_data`` (else its registered ones, and the decision says the comparison is
-    indicative only, in ``comparison_note`` when the caller knows better why).
+    The candidate must pass the floors (on its whole test split, ``candidate_metrics``); the
+    first version to pass them becomes champion; after that its decision metric must not be
+    worse than the reference of ``comparison`` (the best of the champion and the earlier
+    champions on the same images) by more than the margin. Comparing with the best, not just
+    the current champion, keeps the margin from ratcheting the metric down version after
+    version. ``comparison`` is needed whenever there is a champion other than ``version``.
     """
     reasons: list[str] = []
     floors = floor_checks(candidate_metrics, config)
     candidate_value = metric_value(candidate_metrics, config.decision_metric)
     champion_value: float | None = None
     compared: bool | None = None
+    reference_version: str | None = None
+    reference_value: float | None = None
     promoted = False
     if champion == version:
         reasons.append(f"{version} is already the champion; nothing changed.")
@@ -173,18 +248,23 @@ def decide_promotion(
             "the first champion."
         )
     else:
-        compared = same_test_data
-        if not same_test_data:
+        if comparison is None or comparison.champion != champion:
+            raise ValueError(
+                f"deciding on {version} against the champion {champion} needs a comparison "
+                "with that champion"
+            )
+        compared = comparison.same_test_data
+        reasons.extend(comparison.notes)
+        if not comparison.same_test_data and not comparison.notes:
             reasons.append(
-                comparison_note
-                or f"The champion {champion} was not evaluated on {version}'s test data; its "
+                f"The champion {champion} was not evaluated on {version}'s test data; its "
                 "registered metrics (from its own test data) are used, so the comparison is "
                 "indicative only."
             )
-        champion_value = metric_value(champion_metrics or {}, config.decision_metric)
-        promoted, more = _comparison_reasons(
-            version, champion, candidate_value, champion_value, config, same_test_data
-        )
+        candidate_value = comparison.candidate_value
+        champion_value = comparison.champion_value
+        reference_version, reference_value = comparison.reference()
+        promoted, more = _comparison_reasons(version, comparison, config)
         reasons.extend(more)
     return PromotionDecision(
         version=version,
@@ -200,4 +280,7 @@ def decide_promotion(
         margin=config.non_inferiority_margin,
         same_test_data=compared,
         floors=floors,
+        reference_version=reference_version,
+        reference_value=reference_value,
+        comparison=None if comparison is None or compared is None else comparison.to_dict(),
     )

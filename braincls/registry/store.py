@@ -21,28 +21,30 @@ file system (flock is not reliable on some network file systems).
 from __future__ import annotations
 
 import builtins
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from braincls.common.atomic import write_json, write_text
+from braincls.common.atomic import dir_mode, fsync_path, write_json, write_text
 from braincls.common.hashing import sha256_file
+from braincls.common.locks import LockTimeout, file_lock
 from braincls.common.records import json_safe
 from braincls.config import RegistryConfig
 from braincls.model.saved import METADATA_FILE, MODEL_FILE
 from braincls.registry.card import VERSION_PLACEHOLDER
 from braincls.registry.promotion import (
+    Comparison,
     PromotionDecision,
     decide_promotion,
+    metric_value,
 )
 from braincls.registry.promotion import now_iso as _now
 
@@ -65,6 +67,10 @@ class RegistryError(RuntimeError):
 
 class UnknownVersionError(RegistryError, LookupError):
     """No model version of that name is registered."""
+
+
+class RegistryLockTimeout(RegistryError, LockTimeout):
+    """Another process held the registry's lock for longer than the time limit."""
 
 
 @dataclass(frozen=True)
@@ -123,11 +129,14 @@ def _empty_state() -> dict[str, Any]:
 class ModelRegistry:
     """Versions of trained models under ``root`` (``<data root>/models``).
 
-    Nothing is created until the first registration; reading an empty registry is fine.
+    Nothing is created until the first registration; reading an empty registry is fine. A
+    change waits at most ``lock_timeout_seconds`` for another process's change to finish, then
+    raises :class:`RegistryLockTimeout`.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_timeout_seconds: float = 120.0) -> None:
         self.root = Path(root)
+        self.lock_timeout_seconds = lock_timeout_seconds
 
     # ---------------------------------------------------------------- state and locking
 
@@ -143,13 +152,13 @@ class ModelRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_FILE, "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with file_lock(
+            self.root / LOCK_FILE,
+            timeout_seconds=self.lock_timeout_seconds,
+            what=f"the model registry {self.root}",
+            error=RegistryLockTimeout,
+        ):
+            yield
 
     def _read_state(self) -> dict[str, Any]:
         if not self.state_path.exists():
@@ -169,7 +178,7 @@ class ModelRegistry:
         return dict(state)
 
     def _write_state(self, state: Mapping[str, Any]) -> None:
-        write_json(self.state_path, json_safe(state))
+        write_json(self.state_path, json_safe(state), durable=True)
 
     def _append_decision(self, decision: PromotionDecision) -> None:
         line = json.dumps(decision.to_dict(), sort_keys=True, allow_nan=False) + "\n"
@@ -215,6 +224,10 @@ class ModelRegistry:
             return None
         return self._version_from_state(state, state["champion"])
 
+    def champion_history(self) -> builtins.list[str]:
+        """The versions that were champion, in the order they became it (rollbacks removed)."""
+        return [str(version) for version in self._read_state()["champion_history"]]
+
     def decisions(self) -> builtins.list[dict[str, Any]]:
         """Every recorded decision, oldest first."""
         if not self.decisions_path.exists():
@@ -230,11 +243,18 @@ class ModelRegistry:
         metrics: Mapping[str, Any],
         metadata: Mapping[str, Any],
         card_markdown: str,
+        *,
+        extra_files: Sequence[Path] = (),
     ) -> ModelVersion:
         """Copy ``model_file`` into a new version folder with its metadata and model card.
 
-        The version (``v0001``, ``v0002``, ...) is allocated under the lock, so concurrent
-        registrations get distinct, increasing versions. ``metrics`` are the model's test
+        ``extra_files`` (such as the list of training samples beside a trained model) are
+        copied into the version folder under their own names.
+
+        A model already registered (same bytes) is not registered again: its version is
+        returned. Both that check and the version (``v0001``, ``v0002``, ...) happen under the
+        lock, so concurrent registrations of one model give one version, and of different
+        models distinct, increasing versions. ``metrics`` are the model's test
         metrics (used by :meth:`promote_if_better`); ``{{version}}`` in ``card_markdown`` is
         replaced by the version. The new version starts as a challenger.
         """
@@ -246,9 +266,18 @@ class ModelRegistry:
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
             shutil.copyfile(model_file, staging / MODEL_FILE)
+            fsync_path(staging / MODEL_FILE)
+            for extra in extra_files:
+                shutil.copyfile(extra, staging / Path(extra).name)
+                fsync_path(staging / Path(extra).name)
             model_sha256 = sha256_file(staging / MODEL_FILE)
             with self._locked():
                 state = self._read_state()
+                for known in sorted(state["versions"], key=_version_number):
+                    record = state["versions"][known]
+                    if record["model_sha256"] == model_sha256:
+                        logger.info("model %s is already registered as %s", model_sha256, known)
+                        return self._version_from_state(state, known)
                 number = max([state["next_number"], *self._folder_numbers()])
                 version = f"v{number:04d}"
                 registered_at = _now()
@@ -265,9 +294,18 @@ class ModelRegistry:
                             "metrics": dict(metrics),
                         }
                     ),
+                    durable=True,
                 )
-                write_text(staging / CARD_FILE, card_markdown.replace(VERSION_PLACEHOLDER, version))
+                write_text(
+                    staging / CARD_FILE,
+                    card_markdown.replace(VERSION_PLACEHOLDER, version),
+                    durable=True,
+                )
+                # mkdtemp made the folder private; a version is as readable as any new folder.
+                os.chmod(staging, dir_mode())
+                fsync_path(staging)
                 os.replace(staging, self.root / version)
+                fsync_path(self.root)
                 state["versions"][version] = {
                     "status": "challenger",
                     "registered_at": registered_at,
@@ -298,40 +336,34 @@ class ModelRegistry:
         champion_metrics: Mapping[str, Any] | None = None,
         *,
         compared_champion: str | None = None,
+        comparison: Comparison | None = None,
     ) -> PromotionDecision:
         """Make ``version`` champion if :func:`~braincls.registry.promotion.decide_promotion`
         says so; record the decision in ``decisions.jsonl`` and return it.
 
-        ``champion_metrics`` are the current champion's metrics **on the same test data** as
-        ``version``'s (the caller evaluates the champion on that data); ``compared_champion``
-        names the champion they belong to. When they are missing, or belong to a champion that
-        was replaced meanwhile, the champion's registered metrics are used instead and the
-        decision says so.
+        ``comparison`` holds the candidate's and the champions' decision metric on the same
+        test images (:func:`braincls.registry.stage.compare_on_shared_test` makes it);
+        ``champion_metrics`` are the champion's metrics on the candidate's whole test data,
+        for callers that have only those (``compared_champion`` names the champion they belong
+        to). When neither is given, or they belong to a champion that was replaced meanwhile,
+        the champion's registered metrics are used instead and the decision says so.
         """
         with self._locked():
             state = self._read_state()
             candidate = self._version_from_state(state, version)
             champion = state["champion"]
-            note: str | None = None
-            same_test_data = champion_metrics is not None and compared_champion in (
-                None,
-                champion,
-            )
-            if champion is not None and champion != version and not same_test_data:
-                if champion_metrics is not None:
-                    note = (
-                        f"The supplied champion metrics belong to {compared_champion}, but "
-                        f"the champion is now {champion}; its registered metrics are used."
-                    )
-                champion_metrics = self._version_from_state(state, champion).metrics
+            if champion is not None and champion != version:
+                comparison = self._comparison_with(
+                    state,
+                    candidate,
+                    champion,
+                    config,
+                    champion_metrics,
+                    compared_champion,
+                    comparison,
+                )
             decision = decide_promotion(
-                version,
-                candidate.metrics,
-                champion,
-                champion_metrics,
-                config,
-                same_test_data=same_test_data,
-                comparison_note=note,
+                version, candidate.metrics, champion, config, comparison=comparison
             )
             if decision.promoted:
                 self._set_champion(state, version)
@@ -339,6 +371,48 @@ class ModelRegistry:
             self._append_decision(decision)
         logger.info("promotion decision: %s", decision.summary)
         return decision
+
+    def _comparison_with(
+        self,
+        state: Mapping[str, Any],
+        candidate: ModelVersion,
+        champion: str,
+        config: RegistryConfig,
+        champion_metrics: Mapping[str, Any] | None,
+        compared_champion: str | None,
+        comparison: Comparison | None,
+    ) -> Comparison:
+        """The comparison to decide with: the caller's, if it was made against the champion
+        that is champion now; else one from the registered metrics (indicative only)."""
+        if comparison is not None and comparison.champion == champion:
+            return comparison
+        metric = config.decision_metric
+        compared = comparison.champion if comparison is not None else compared_champion
+        if comparison is None and champion_metrics is not None and compared in (None, champion):
+            return Comparison(
+                champion=champion,
+                same_test_data=True,
+                candidate_value=metric_value(candidate.metrics, metric),
+                champion_value=metric_value(champion_metrics, metric),
+            )
+        notes = []
+        if comparison is not None or champion_metrics is not None:
+            what = (
+                "comparison was made against"
+                if comparison
+                else "supplied champion metrics belong to"
+            )
+            notes.append(
+                f"The {what} {compared}, but the champion is now {champion}; its registered "
+                "metrics are used."
+            )
+        return Comparison(
+            champion=champion,
+            same_test_data=False,
+            candidate_value=metric_value(candidate.metrics, metric),
+            champion_value=metric_value(self._version_from_state(state, champion).metrics, metric),
+            notes=notes,
+        )
 
     @staticmethod
     def _set_champion(state: dict[str, Any], version: str) -> None:

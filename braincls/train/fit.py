@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from braincls import __version__
-from braincls.common.atomic import atomic_dir, write_json
+from braincls.common.atomic import atomic_dir, write_json, write_parquet
 from braincls.common.tables import SPLIT_COLUMN
 from braincls.config import TrainConfig
 from braincls.data.stored import split_images
-from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE
+from braincls.model.saved import MODEL_FILE, TRAIN_RECORD_FILE, TRAINING_SAMPLES_FILE
 from braincls.train.precision import accelerators, precision_policy
 
 logger = logging.getLogger(__name__)
@@ -292,6 +292,19 @@ def _weights_table(
     return [{**row, "weight": round(float(row["weight"]), 6)} for row in table.values()]
 
 
+def training_samples(dataset: pd.DataFrame) -> pd.DataFrame:
+    """The rows that steered training (``train``, and ``val``, which chose the kept epoch and
+    later the threshold): sample id and split, saved beside the model so that no later
+    comparison scores the model on them."""
+    part = dataset[dataset[SPLIT_COLUMN].isin(["train", "val"])]
+    return pd.DataFrame(
+        {
+            "sample_id": part["sample_id"].astype("string").to_numpy(),
+            "split": part[SPLIT_COLUMN].astype("string").to_numpy(),
+        }
+    ).astype({"sample_id": "string", "split": "string"})
+
+
 def best_epoch(history: dict[str, list[float]], warmup_epochs: int) -> int:
     """The 1-based epoch whose weights are kept: the best validation AUC after the warm-up."""
     val_auc = history.get("val_auc", [])
@@ -398,6 +411,7 @@ def train_model(
         "manifest_sha256": (data or {}).get("manifest_sha256"),
         "n_train": len(train_paths),
         "n_val": len(val_paths),
+        "training_samples": TRAINING_SAMPLES_FILE,
         "history": history,
         "epochs_run": epochs_run,
         "best_epoch": best_epoch(history, config.warmup_epochs),
@@ -410,8 +424,9 @@ def train_model(
     }
     final = _model_to_save(model, config, image_size_px, policy)
     model_dir = Path(model_dir)
-    with atomic_dir(model_dir) as tmp:
+    with atomic_dir(model_dir, durable=True) as tmp:
         final.save(tmp / MODEL_FILE)
+        write_parquet(tmp / TRAINING_SAMPLES_FILE, training_samples(dataset))
         write_json(tmp / TRAIN_RECORD_FILE, record)
     shutil.rmtree(work_dir / "backup", ignore_errors=True)
     return TrainResult(

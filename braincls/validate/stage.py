@@ -39,14 +39,35 @@ class ValidationRecord:
         return [Path(path) for path in self.outputs]
 
 
+def accepted_modalities(record: DatasetRecord) -> tuple[str, ...]:
+    """The (0008,0060) Modality values the gate accepts: those the dataset's DICOM sources
+    were converted with (``ConvertConfig.modality``, the one modality setting); empty when a
+    source accepted every modality."""
+    from braincls.config import DEFAULT_MODALITY
+
+    wanted = [
+        str((source.get("config") or {}).get("modality", DEFAULT_MODALITY)).strip().upper()
+        for source in record.sources
+        if source.get("kind") == "dicom"
+    ]
+    if not wanted:
+        return (DEFAULT_MODALITY,)
+    return () if "" in wanted else tuple(sorted(set(wanted)))
+
+
 def validate_key(record: DatasetRecord, config: ValidateConfig) -> str:
-    """Key of the validation stage: dataset manifest, quarantine table and the suite (with its
-    configured thresholds and version)."""
+    """Key of the validation stage: dataset manifest, quarantine table, the accepted
+    modalities and the suite (with its configured thresholds and version)."""
     from braincls.validate.suite import suite_hash
 
     quarantine = sha256_file(require(record.quarantine_path))
     return stage_key(
-        "validate", VALIDATE_STAGE_VERSION, record.manifest_sha256, quarantine, suite_hash(config)
+        "validate",
+        VALIDATE_STAGE_VERSION,
+        record.manifest_sha256,
+        quarantine,
+        suite_hash(config),
+        accepted_modalities(record),
     )
 
 
@@ -77,6 +98,7 @@ def run_validate(
         read_source_quarantine(record),
         config,
         docs_dir=layout.reports / run_id / "validation",
+        modalities=accepted_modalities(record),
     )
     docs = [str(p) for p in (report.docs_index, report.summary_html) if p is not None]
     out = ValidationRecord(

@@ -40,7 +40,7 @@ from braincls.common.tables import (
     SPLIT_COLUMN,
     SPLITS,
 )
-from braincls.config import ValidateConfig
+from braincls.config import DEFAULT_MODALITY, ValidateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -261,8 +261,13 @@ def run_validation(
     quarantine: pd.DataFrame,
     config: ValidateConfig,
     docs_dir: Path | None = None,
+    *,
+    modalities: Sequence[str] = (DEFAULT_MODALITY,),
 ) -> ValidationReport:
     """Run the suite on ``manifest`` (after split and preprocessing) and ``quarantine``.
+
+    ``modalities`` are the (0008,0060) Modality values accepted for DICOM data: the ones its
+    sources were converted with (``ConvertConfig.modality``); empty accepts any.
 
     When ``docs_dir`` is given, GX Data Docs are built there (replacing the folder atomically),
     rewritten to load nothing from the network, together with ``validation.html`` (a
@@ -280,6 +285,7 @@ def run_validation(
         config,
         labels=labels,
         has_patient_ids=_has_patient_ids(manifest),
+        modalities=modalities,
     )
     if docs_dir is None:
         outcomes = _run_gx(frames, planned, docs_site=None)
@@ -496,13 +502,14 @@ def plan_checks(
     *,
     labels: Sequence[str],
     has_patient_ids: bool,
+    modalities: Sequence[str] = (DEFAULT_MODALITY,),
 ) -> tuple[list[PlannedExpectation], list[CheckResult]]:
     """The suite for a manifest with ``columns``: expectations to run, and checks skipped.
 
     A check whose manifest columns are missing is reported ``not_evaluated`` (the schema check
     fails for it); a check on DICOM-only data where there is none is ``not_applicable``.
     """
-    planner = _Planner(frozenset(columns), config)
+    planner = _Planner(frozenset(columns), config, tuple(modalities))
     planner.schema()
     planner.labels(tuple(labels))
     planner.uniqueness(has_patient_ids)
@@ -538,9 +545,12 @@ def suite_definition(
 
 
 class _Planner:
-    def __init__(self, columns: frozenset[str], config: ValidateConfig) -> None:
+    def __init__(
+        self, columns: frozenset[str], config: ValidateConfig, modalities: tuple[str, ...]
+    ) -> None:
         self.columns = columns
         self.config = config
+        self.modalities = modalities
         self.planned: list[PlannedExpectation] = []
         self.skipped: list[CheckResult] = []
 
@@ -807,14 +817,21 @@ class _Planner:
                 ],
             },
         )
-        if "modality" in self.columns:
+        if "modality" in self.columns and not self.modalities:
+            self.not_applicable(
+                "images.modality",
+                "ExpectColumnValuesToBeInSet",
+                "modality",
+                "every modality accepted (converted with modality '')",
+            )
+        elif "modality" in self.columns:
             self.add(
                 "images.modality",
                 "manifest",
                 "ExpectColumnValuesToBeInSet",
                 needs=("modality",),
                 column="modality",
-                value_set=list(config.modalities),
+                value_set=list(self.modalities),
             )
         else:
             self.not_applicable(

@@ -3,12 +3,14 @@
 A :class:`FaultPlan` is a thread-safe queue of :class:`Fault` entries. Each request to an NBIA
 endpoint takes the first pending fault that targets it (by endpoint and, optionally, by
 SeriesInstanceUID) and consumes one of its uses; ``count=None`` keeps a fault forever. Tests
-hold the plan object; a running server also accepts faults over HTTP
-(``POST /braincls-control/faults`` with the fields of :class:`Fault` as JSON).
+hold the plan object; a server started with ``control=True`` also accepts faults over HTTP
+(``POST /braincls-control/faults`` with the fields of :class:`Fault` as JSON, checked by
+:meth:`Fault.from_json`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -57,6 +59,21 @@ _DOWNLOAD_ONLY = frozenset(
 )
 
 
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_NULLABLE = frozenset({"endpoint", "series_uid", "count", "retry_after_seconds"})
+#: Field, accepted types, and the bounds of its value (a string's: of its length).
+_FIELD_RULES: tuple[tuple[str, tuple[type, ...], float, float], ...] = (
+    ("endpoint", (str,), 1, 64),
+    ("series_uid", (str,), 1, 64),
+    ("count", (int,), 1, 1_000_000),
+    ("retry_after_seconds", (int, float), 0, 3600),
+    ("delay_seconds", (int, float), 0, 600),
+    ("reset_after_bytes", (int,), 0, 1 << 30),
+    ("drop_files", (int,), 0, 100_000),
+    ("entry_name", (str,), 1, 255),
+)
+
+
 @dataclass(frozen=True)
 class Fault:
     """One injected failure. ``endpoint`` ``None`` targets every NBIA endpoint (download-only
@@ -88,10 +105,30 @@ class Fault:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Fault:
-        """Inverse of :meth:`to_json`; unknown keys raise ``TypeError``."""
+    def from_json(cls, data: Any) -> Fault:
+        """Inverse of :meth:`to_json`, for what arrives over HTTP: every field is checked
+        (type and range), and unknown keys, other types or values out of range raise
+        ``ValueError`` (or ``TypeError``/``KeyError``) with the reason."""
+        if not isinstance(data, dict):
+            raise ValueError("a fault is a JSON object")
         values = dict(data)
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}")
         values["kind"] = FaultKind(values["kind"])
+        for name, kinds, low, high in _FIELD_RULES:
+            if name not in values or (values[name] is None and name in _NULLABLE):
+                continue
+            value = values[name]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise ValueError(f"{name} must be {' or '.join(k.__name__ for k in kinds)}")
+            if isinstance(value, str):
+                if not low <= len(value) <= high:
+                    raise ValueError(f"{name} must be {low} to {high} characters long")
+                if name == "series_uid" and not _UID.match(value):
+                    raise ValueError("series_uid must be a DICOM UID (digits and dots)")
+            elif not low <= value <= high:
+                raise ValueError(f"{name} must lie between {low} and {high}")
         return cls(**values)
 
 

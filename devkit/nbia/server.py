@@ -10,7 +10,10 @@ last, DEFLATE, chunked with no Content-Length). No authentication; an ``Authoriz
 ignored. Faults from a :class:`~devkit.nbia.faults.FaultPlan` replace normal answers.
 
 Start it with :func:`serve` (a background thread; a context manager) or from a shell with
-``python -m devkit.nbia.server --root DIR`` (:func:`main`). It binds 127.0.0.1 by default.
+``python -m devkit.nbia.server --root DIR`` (:func:`main`). Nothing is open by default: it
+binds loopback addresses only (another host needs ``allow_remote``/``--allow-remote``), the
+control endpoints (fault injection, reload) answer only with ``control``/``--control``, and
+request bodies are bounded (:data:`MAX_BODY_BYTES`) and checked.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/nbia-api/services/v4/"
 CONTROL_PREFIX = "/braincls-control/"
+#: Largest request body read (a form of getImage parameters, or a fault as JSON).
+MAX_BODY_BYTES = 64 * 1024
 _DATE = "%m-%d-%Y"
 _CHUNK_BYTES = 256 * 1024
 
@@ -355,6 +360,8 @@ class _App:
     shuffle: bool
     get_image_accepts_md5: bool
     compress_level: int
+    #: Whether the ``/braincls-control/`` endpoints (faults, reload) answer.
+    control: bool = False
     log: list[RequestRecord] = field(default_factory=list)
     #: Requests that arrived before this ``time.monotonic()`` were cleared from the log.
     log_floor: float = 0.0
@@ -780,10 +787,6 @@ class _Handler(BaseHTTPRequestHandler):
         params: dict[str, str] = {}
         for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
             params.setdefault(key, value)
-        body = b""
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            body = self.rfile.read(length)
         self._pending = (
             method,
             parsed.path,
@@ -792,6 +795,12 @@ class _Handler(BaseHTTPRequestHandler):
             started,
         )
         try:
+            body = self._read_body()
+            if body is None:
+                return
+            if parsed.path.startswith(CONTROL_PREFIX) and not self.app.control:
+                self._send(404, b"Not Found", "text/plain")
+                return
             if parsed.path.startswith(CONTROL_PREFIX):
                 self._control(method, parsed.path[len(CONTROL_PREFIX) :], body)
                 return
@@ -820,6 +829,24 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             # Only requests that never got a status line are logged here, with status 0.
             self._log_request(0)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, at most :data:`MAX_BODY_BYTES`; None when the request was
+        refused (a Content-Length that is no number, or too large: never read)."""
+        text = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(text)
+            if length < 0:
+                raise ValueError(text)
+        except ValueError:
+            self.close_connection = True
+            self._send(400, b"Bad Request: invalid Content-Length", "text/plain")
+            return None
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(413, b"Payload Too Large", "text/plain")
+            return None
+        return self.rfile.read(length) if length else b""
 
     def _answer(
         self, endpoint: str, spec: _Endpoint, params: dict[str, str], fault: Fault | None
@@ -1052,8 +1079,26 @@ class _Server(ThreadingHTTPServer):
     app: _App
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class NbiaServer:
-    """A running local NBIA server (see :func:`serve`)."""
+    """A running local NBIA server (see :func:`serve`).
+
+    Nothing is open by default: it binds loopback addresses only unless ``allow_remote``, and
+    the control endpoints (``/braincls-control/faults`` and ``reload``, which let a client
+    queue zip-slip or symlink entries) answer only with ``control=True`` (tests turn them
+    on).
+    """
 
     def __init__(
         self,
@@ -1066,7 +1111,15 @@ class NbiaServer:
         seed: int | None = None,
         get_image_accepts_md5: bool = True,
         compress_level: int = 1,
+        control: bool = False,
+        allow_remote: bool = False,
     ) -> None:
+        if not allow_remote and not is_loopback(host):
+            raise ValueError(
+                f"refusing to serve on {host}: the NBIA stand-in has no authentication; bind "
+                "a loopback address (127.0.0.1, the default) or pass allow_remote=True "
+                "(--allow-remote) on a network you trust"
+            )
         self.root = Path(root)
         self.faults = faults if faults is not None else FaultPlan()
         self._app = _App(
@@ -1076,6 +1129,7 @@ class NbiaServer:
             shuffle=shuffle,
             get_image_accepts_md5=get_image_accepts_md5,
             compress_level=compress_level,
+            control=control,
         )
         self._httpd = _Server((host, port), _Handler)
         self._httpd.app = self._app
@@ -1160,23 +1214,41 @@ def serve(
     ``port=0`` picks a free port (read ``.port`` / ``.url``). ``options``: ``shuffle`` (return
     rows in random order like NBIA, default True), ``seed``, ``get_image_accepts_md5`` (False
     emulates NBIA before 2025-11, which rejects ``IncludeMD5``), ``compress_level`` (DEFLATE
-    level, default 1). Use as a context manager or call ``.stop()``.
+    level, default 1), ``control`` (answer the fault and reload endpoints, default False),
+    ``allow_remote`` (bind a non-loopback ``host``, default False). Use as a context manager
+    or call ``.stop()``.
     """
     return NbiaServer(Path(root), host, port, faults, **options).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``braincls nbia-serve --root DIR [--host 127.0.0.1] [--port N]``: serve until Ctrl-C."""
+    """``braincls nbia-serve --root DIR [--host 127.0.0.1] [--port N] [--control]
+    [--allow-remote]``: serve until Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="braincls nbia-serve", description="Serve DICOM folders as a local NBIA v4 API."
     )
     parser.add_argument("--root", type=Path, required=True, help="folder of collection folders")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="answer /braincls-control/ (fault injection, reload): for tests, never exposed",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (no authentication: only on a network you trust)",
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    server = NbiaServer(args.root, args.host, args.port)
+    try:
+        server = NbiaServer(
+            args.root, args.host, args.port, control=args.control, allow_remote=args.allow_remote
+        )
+    except ValueError as error:
+        parser.error(str(error))
     catalogue = server.catalogue
     print(
         f"NBIA v4 API at {server.url} ({len(catalogue.collections)} collections, "

@@ -37,10 +37,15 @@ class Converted(NamedTuple):
     quarantine: pd.DataFrame
 
 
+#: Both series are published, de-identified data (TCIA's PGBM-001, a public volunteer scan):
+#: the user says so, and their Patient IDs stay.
+PUBLIC = ConvertConfig(pseudonymize_patient_id=False)
+
+
 @pytest.fixture(scope="module")
 def converted(real_dicom_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Converted:
     out = tmp_path_factory.mktemp("converted")
-    result = convert_tree(real_dicom_dir, out, ConvertConfig(), LABELS, workers=2)
+    result = convert_tree(real_dicom_dir, out, PUBLIC, LABELS, workers=2)
     return Converted(
         result,
         out,
@@ -101,6 +106,6 @@ def test_no_phi_from_the_real_headers(converted: Converted) -> None:
 
 
 def test_rerun_converts_nothing(converted: Converted, real_dicom_dir: Path) -> None:
-    again = convert_tree(real_dicom_dir, converted.out, ConvertConfig(), LABELS, workers=1)
+    again = convert_tree(real_dicom_dir, converted.out, PUBLIC, LABELS, workers=1)
     assert (again.series_converted, again.series_cached, again.images) == (0, 2, 178)
     assert again.images_manifest == converted.result.images_manifest

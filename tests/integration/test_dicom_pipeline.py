@@ -130,17 +130,29 @@ def test_watch_ingests_new_collections_then_only_new_series(tmp_path: Path) -> N
         assert first["watched"] == ["Watch-MR"]  # the server's spelling
         assert first["new_collections"] == ["Watch-MR"]
         assert [(s["collection"], s["series"]) for s in first["started"]] == [("Watch-MR", 2)]
-        assert first["since"] is None
+        assert first["since"] == {"watch-mr": None}  # never ingested: listed in full
+        # The ingest, not the watcher, records a complete ingest, and only when it was one.
         state = json.loads((data_root / "raw" / ".watch-state.json").read_text())
-        assert state == {"checked_on": today.isoformat()}
+        assert state == {
+            "schema_version": 2,
+            "collections": {
+                "Watch-MR": {
+                    "MR": {
+                        "last_ingest": today.isoformat(),
+                        "last_ingest_complete": True,
+                        "last_complete_ingest": today.isoformat(),
+                    }
+                }
+            },
+        }
 
-        # Nothing new: the watcher asks for updates since the day before its last check.
+        # Nothing new: updates since the day before the last complete ingest.
         again = watch_flow(
             data_root=str(data_root), base_url=server.url, ingest_deployment=None, config=config
         )
         assert again["watched"] == ["Watch-MR"]  # default: what is already ingested
         assert again["started"] == []
-        assert again["since"] == (today - dt.timedelta(days=1)).isoformat()
+        assert again["since"] == {"Watch-MR": (today - dt.timedelta(days=1)).isoformat()}
 
         # A new patient released today: one ingest of one series.
         (new_uid,) = write_synthetic_collection(
@@ -172,6 +184,57 @@ def test_watch_ingests_new_collections_then_only_new_series(tmp_path: Path) -> N
     assert third["missing"] == ["No-Such-Collection"]
     assert [(s["collection"], s["series"]) for s in third["started"]] == [("Watch-MR", 1)]
     assert len(list((data_root / "raw" / "Watch-MR").glob("*/*/*/*.dcm"))) == 6
+
+
+def test_a_collection_whose_ingest_failed_stays_a_watch_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watcher starts ingests as deployment runs and does not wait for them. Here the
+    # "deployment" runs the ingest flow in this process and, like a real run, does not raise
+    # into the watcher when the ingest fails.
+    import prefect.deployments
+
+    from devkit.nbia.faults import Fault, FaultKind, FaultPlan
+    from flows.ingest import ingest_flow
+    from flows.watch import watch_flow
+
+    started_runs: list[str] = []
+
+    def run_deployment(name: str, parameters: dict[str, Any], timeout: float) -> Any:
+        state = ingest_flow(**parameters, config=config, return_state=True)
+        started_runs.append(state.name)
+        return type("FlowRun", (), {"name": f"fake-{len(started_runs)}"})()
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", run_deployment)
+    served = tmp_path / "served"
+    uids = write_synthetic_collection(
+        served,
+        "Watch-MR",
+        n_patients=2,
+        series_per_patient=1,
+        instances_per_series=2,
+        catalogue={"DateReleased": "2020-01-01"},
+    )
+    data_root = tmp_path / "data"
+    config = TciaConfig(backoff_initial_seconds=0.0, max_attempts=1)
+    faults = FaultPlan()
+    with serve(served, seed=2, faults=faults) as server:
+        faults.push(Fault(FaultKind.EMPTY_200, endpoint=None, series_uid=uids[1], count=None))
+        first = watch_flow(
+            collections=["Watch-MR"], data_root=str(data_root), base_url=server.url, config=config
+        )
+        assert [s["series"] for s in first["started"]] == [2]
+        assert started_runs == ["Failed"]  # one of the two series could not be fetched
+        faults.clear()
+        # The next watch: the failed ingest is looked at again (in full), although nothing
+        # was released since, and this time it completes.
+        second = watch_flow(data_root=str(data_root), base_url=server.url, config=config)
+        assert second["since"] == {"Watch-MR": None}
+        assert [s["series"] for s in second["started"]] == [1]
+        assert started_runs == ["Failed", "Completed"]
+        third = watch_flow(data_root=str(data_root), base_url=server.url, config=config)
+    assert third["started"] == []
+    assert third["since"] is not None and third["since"]["Watch-MR"] is not None
 
 
 def test_dask_conversion_matches_the_default_path(served: Path, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def served(
 ) -> Iterator[tuple[NbiaServer, dict[str, list[str]]]]:
     root = tmp_path_factory.mktemp("nbia-root")
     uids = build_root(root, real_dicom_dir)
-    with serve(root, seed=7) as server:
+    with serve(root, seed=7, control=True) as server:  # the tests queue faults over HTTP
         yield server, uids
 
 
@@ -566,3 +566,73 @@ def test_main_prints_the_url_and_serves(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing open by default
+
+
+def test_control_endpoints_are_off_unless_asked_for(tmp_path: Path) -> None:
+    write_synthetic_collection(
+        tmp_path, "Ctl-MR", n_patients=1, series_per_patient=1, instances_per_series=1
+    )
+    with serve(tmp_path) as plain, httpx.Client(timeout=10) as http:
+        control = f"http://127.0.0.1:{plain.port}/braincls-control/"
+        zip_slip = {"kind": "zip_slip", "count": None}
+        assert http.post(control + "faults", json=zip_slip).status_code == 404
+        assert http.post(control + "reload").status_code == 404
+        assert http.get(control + "faults").status_code == 404
+        assert plain.faults.pending() == []
+        # The API itself answers as before.
+        assert http.get(plain.url + "getCollectionValues").status_code == 200
+
+
+def test_a_non_loopback_host_needs_allow_remote(tmp_path: Path) -> None:
+    from devkit.nbia.server import NbiaServer
+
+    with pytest.raises(ValueError) as error:
+        NbiaServer(tmp_path, host="0.0.0.0")
+    assert str(error.value) == (
+        "refusing to serve on 0.0.0.0: the NBIA stand-in has no authentication; bind a "
+        "loopback address (127.0.0.1, the default) or pass allow_remote=True "
+        "(--allow-remote) on a network you trust"
+    )
+    with pytest.raises(ValueError, match="refusing to serve on ::"):
+        NbiaServer(tmp_path, host="::")
+    NbiaServer(tmp_path, host="0.0.0.0", allow_remote=True).stop()
+    NbiaServer(tmp_path, host="localhost").stop()
+
+
+def test_control_request_bodies_are_bounded_and_validated(tmp_path: Path) -> None:
+    import socket as socket_module
+
+    with serve(tmp_path, control=True) as server, httpx.Client(timeout=10) as http:
+        control = f"http://127.0.0.1:{server.port}/braincls-control/faults"
+        huge = {"kind": "http_500", "entry_name": "x" * 100_000}
+        assert http.post(control, json=huge).status_code == 413
+        for bad in (
+            {"kind": "http_500", "count": 0},
+            {"kind": "http_500", "count": "many"},
+            {"kind": "slow", "delay_seconds": 1e9},
+            {"kind": "http_500", "series_uid": "../../etc"},
+            {"kind": "zip_slip", "entry_name": 42},
+            {"kind": "http_500", "unknown": 1},
+            ["not", "an", "object"],
+        ):
+            answer = http.post(control, json=bad)
+            assert answer.status_code == 400, bad
+            assert answer.text.startswith("bad fault: ")
+        assert server.faults.pending() == []
+        assert http.post(control, json={"kind": "http_500"}).status_code == 200
+        # A Content-Length that is no number, or larger than allowed, is refused unread.
+        with socket_module.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(
+                b"POST /braincls-control/faults HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n"
+            )
+            assert raw.recv(64).startswith(b"HTTP/1.1 400")
+        with socket_module.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(
+                b"POST /nbia-api/services/v4/getSeries HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 999999999\r\n\r\n"
+            )
+            assert raw.recv(64).startswith(b"HTTP/1.1 413")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from braincls.config import AugmentConfig, TrainConfig
-from braincls.model.saved import MODEL_FILE
+from braincls.model.saved import MODEL_FILE, TRAINING_SAMPLES_FILE, read_training_samples
 from braincls.train import precision as precision_module
 from braincls.train.fit import class_weights, learning_rate, train_model
 from braincls.train.precision import precision_policy
@@ -36,7 +36,14 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Dat
         path.parent.mkdir(exist_ok=True)
         cv2.imwrite(str(path), image)
         split = "train" if index < 64 else ("val" if index < 80 else "test")
-        rows.append({"image_path": f"images/{index:03d}.png", "label_index": label, "split": split})
+        rows.append(
+            {
+                "sample_id": f"s{index:03d}",
+                "image_path": f"images/{index:03d}.png",
+                "label_index": label,
+                "split": split,
+            }
+        )
     return root, pd.DataFrame(rows)
 
 
@@ -124,6 +131,12 @@ def test_default_model_learns(tiny_dataset: tuple[Path, pd.DataFrame], tmp_path:
     fast_bfloat16 = precision_module.onednn_enabled() and precision_module.cpu_has_amx_bf16()
     assert record["precision_policy"] == ("mixed_bfloat16" if fast_bfloat16 else "float32")
     assert record["config"]["test_time_flip"] is True
+    # Beside the model: the samples it was trained and validated on, never to be scored on.
+    assert record["training_samples"] == TRAINING_SAMPLES_FILE
+    samples = pd.read_parquet(tmp_path / "model" / TRAINING_SAMPLES_FILE)
+    assert samples.columns.tolist() == ["sample_id", "split"]
+    assert samples["split"].value_counts().to_dict() == {"train": 64, "val": 16}
+    assert read_training_samples(tmp_path / "model") == {f"s{i:03d}" for i in range(80)}
     from braincls.model.factory import MIRROR_LAYER, single_view
     from braincls.model.saved import load_model
 

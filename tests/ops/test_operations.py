@@ -152,6 +152,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     served = base / "served"
     data_root = base / "data"
     data_root.mkdir()
+    # The workers run what the server asks for only under this data root and against this
+    # API (a run's parameters, and the retrain trigger's event payload, cannot choose others).
+    env["BRAINCLS_ALLOWED_DATA_ROOTS"] = str(data_root)
+    env["BRAINCLS_ALLOWED_TCIA_BASE_URLS"] = f"http://127.0.0.1:{nbia_port}/nbia-api/services/v4/"
     receiver = WebhookReceiver().__enter__()
     try:
         # The server takes longest to start: start it first, make the demo data meanwhile.
@@ -306,6 +310,10 @@ def test_setup_creates_pools_limit_and_failure_automation_once(stack: Stack) -> 
     assert pools["cpu"]["type"] == pools["gpu"]["type"] == "process"
     limit = stack.api.get("v2/concurrency_limits/tcia")
     assert (limit["limit"], limit["active"]) == (2, True)
+    # One retraining at a time across both retrain deployments.
+    retrain = stack.api.get("v2/concurrency_limits/braincls-retrain")
+    assert (retrain["limit"], retrain["active"]) == (1, True)
+    assert "global concurrency limit braincls-retrain: 1" in first
     automations = [
         automation
         for automation in stack.api.post("automations/filter", {})
@@ -352,8 +360,11 @@ def test_deployments_schedules_pools_and_trigger_match_prefect_yaml(stack: Stack
     assert ingest["properties"]["collection"]["type"] == "string"
     assert ingest["properties"]["collection"]["description"].startswith("TCIA collection name")
     retrain = stack.api.deployment("retrain", "scheduled-retrain")
-    assert retrain["parameters"]["collections"] == [COLLECTION]
-    assert retrain["parameter_openapi_schema"]["properties"]["collections"]["type"] == "array"
+    # No demo collection against the real archive: what is already ingested, by default.
+    assert "collections" not in retrain["parameters"]
+    assert "collections" not in stack.api.deployment("watch-tcia", "watch-tcia")["parameters"]
+    collections = retrain["parameter_openapi_schema"]["properties"]["collections"]
+    assert {"items": {"type": "string"}, "type": "array"} in collections["anyOf"]
     trigger = [
         automation
         for automation in stack.api.post("automations/filter", {})

@@ -92,6 +92,11 @@ def two_classes(tmp_path: Path) -> Path:
             ["retrain", "X", "--labels", "{two}/none.csv"],
             "braincls: error: --labels: {two}/none.csv: labels table not found",
         ),
+        (
+            ["nbia-serve", "--root", "{two}", "--host", "0.0.0.0"],
+            "braincls: error: --host 0.0.0.0: the NBIA stand-in has no authentication; bind "
+            "127.0.0.1, or pass --allow-remote on a network you trust",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:
@@ -186,3 +191,30 @@ def test_a_bad_config_file_gives_one_line(tmp_path: Path) -> None:
     result = _braincls("run", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.startswith(f"braincls: error: --config: {config}: not valid YAML or JSON")
+
+
+def test_converting_a_local_folder_without_a_salt_says_how_to_set_one(tmp_path: Path) -> None:
+    from test_dicom_convert import make_mr, ramp, save
+
+    save(make_mr(ramp()), tmp_path / "export" / "a.dcm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAINCLS_PSEUDONYM_SALT")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "braincls",
+            "convert",
+            str(tmp_path / "export"),
+            "--data-root",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "braincls: error: Patient IDs of this DICOM must be pseudonymised"
+    ), result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
-from braincls.config import ImportConfig, SplitConfig
+from braincls.config import ImportConfig, PipelineConfig, SplitConfig
 from braincls.data.fingerprint import perceptual_hash
 from braincls.data.images import ImageFolderError, class_folders, import_image_folder
 from braincls.data.split import SplitError, split_manifest
@@ -123,20 +124,57 @@ def _manifest(n_groups: int, per_group: int) -> pd.DataFrame:
 
 
 def test_grouped_split_keeps_groups_whole_and_is_deterministic() -> None:
-    manifest = _manifest(200, 3)
+    manifest = _manifest(10_000, 2)
     first = split_manifest(manifest, SplitConfig(seed=3))
     again = split_manifest(manifest, SplitConfig(seed=3))
     other = split_manifest(manifest, SplitConfig(seed=4))
     assert first["split"].tolist() == again["split"].tolist()
     assert first["split"].tolist() != other["split"].tolist()
     assert (first.groupby("group_id")["split"].nunique() == 1).all()
+    # Each group's split is drawn on its own: the shares match the fractions in expectation
+    # (a binomial share of 10,000 groups: a standard deviation of 0.005 or less).
     shares = first["split"].value_counts(normalize=True)
     assert shares["train"] == pytest.approx(0.70, abs=0.02)
     assert shares["val"] == pytest.approx(0.15, abs=0.02)
     assert shares["test"] == pytest.approx(0.15, abs=0.02)
     for split in ("train", "val", "test"):
         labels = first.loc[first["split"] == split, "label"].value_counts(normalize=True)
-        assert labels["yes"] == pytest.approx(0.5, abs=0.03)
+        assert labels["yes"] == pytest.approx(0.5, abs=0.04)
+
+
+@pytest.mark.parametrize("strategy", ["grouped", "random"])
+def test_existing_groups_keep_their_split_when_data_is_added(strategy: str) -> None:
+    # The case: 40 patients, then one more. Sorting and shuffling the ids moved 6 of
+    # the 40, and 2 old training patients into the new test split.
+    before = split_manifest(_manifest(40, 2), SplitConfig(strategy=strategy, seed=42))
+    grown = pd.concat(
+        [
+            _manifest(40, 2),
+            pd.DataFrame([{"sample_id": "s-new", "group_id": "g-new", "label": "yes"}]),
+        ],
+        ignore_index=True,
+    )
+    after = split_manifest(grown, SplitConfig(strategy=strategy, seed=42))
+    old = after.iloc[: len(before)]
+    assert old["sample_id"].tolist() == before["sample_id"].tolist()
+    moved = before.loc[before["split"].to_numpy() != old["split"].to_numpy(), "sample_id"]
+    assert moved.tolist() == []
+    # Rows added later (more images of a known patient) join their group's split.
+    more = pd.concat(
+        [grown, pd.DataFrame([{"sample_id": "s0-late", "group_id": "g0", "label": "no"}])],
+        ignore_index=True,
+    )
+    if strategy == "grouped":
+        late = split_manifest(more, SplitConfig(seed=42)).set_index("sample_id")["split"]
+        assert late["s0-late"] == late["s0-0"]
+
+
+def test_split_depends_on_the_seed_and_the_group_id_only() -> None:
+    manifest = _manifest(60, 1)
+    split = split_manifest(manifest, SplitConfig(seed=42)).set_index("group_id")["split"]
+    shuffled = manifest.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    again = split_manifest(shuffled, SplitConfig(seed=42)).set_index("group_id")["split"]
+    assert again.sort_index().tolist() == split.sort_index().tolist()
 
 
 def test_random_split_separates_copies() -> None:
@@ -153,9 +191,13 @@ def test_split_fails_when_a_class_cannot_reach_every_split() -> None:
         split_manifest(manifest, SplitConfig())
 
 
-def test_split_fractions_must_add_up() -> None:
-    with pytest.raises(SplitError, match="must add up to 1"):
-        split_manifest(_manifest(10, 1), SplitConfig(train_fraction=0.5))
+def test_split_fractions_are_checked_when_the_config_is_made() -> None:
+    # Before any import or conversion runs: a bad config fails at once, not hours later.
+    with pytest.raises(ValidationError, match=r"must add up to 1, got 0.5 \+ 0.15 \+ 0.15"):
+        SplitConfig(train_fraction=0.5)
+    with pytest.raises(ValidationError, match="must add up to 1"):
+        PipelineConfig.model_validate({"split": {"test_fraction": 0.3}})
+    assert SplitConfig(train_fraction=0.6, val_fraction=0.2, test_fraction=0.2).seed == 42
 
 
 def test_groups_file_overrides_fingerprint_groups(image_folder: Path) -> None:

@@ -42,3 +42,16 @@ def test_the_job_requests_one_nvidia_gpu_and_mounts_the_shared_data_root() -> No
     assert {"name": "braincls-data", "mountPath": "/opt/braincls/data"} in container["volumeMounts"]
     env = template["variables"]["properties"]["env"]["default"]
     assert env["BRAINCLS_DATA_ROOT"] == "/opt/braincls/data"
+
+
+def test_no_scheduled_deployment_points_the_real_archive_at_the_demo_collection() -> None:
+    # The scheduled runs ask the real TCIA (the default API); the demo phantom exists only
+    # on the local stand-in. They default to what is already ingested under the data root.
+    import yaml
+
+    spec = yaml.safe_load((TEMPLATE.parents[1] / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        if deployment.get("schedules"):
+            parameters = deployment.get("parameters", {})
+            assert "collections" not in parameters, deployment["name"]
+            assert "base_url" not in parameters, deployment["name"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -479,7 +480,12 @@ def test_bundled_mr_files_in_one_tree(tmp_path: Path) -> None:
 # No PHI
 
 
-def test_no_phi_reaches_names_manifests_or_pngs(tmp_path: Path) -> None:
+def test_no_phi_reaches_names_manifests_or_pngs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local export (not ingested from an NBIA archive): pseudonymised by default, with the
+    # salt from the environment, never from the config.
+    monkeypatch.setenv("BRAINCLS_PSEUDONYM_SALT", "s3cret")
     ds = make_mr(
         ramp(),
         patient_id="MRN-0042",
@@ -489,7 +495,7 @@ def test_no_phi_reaches_names_manifests_or_pngs(tmp_path: Path) -> None:
         OtherPatientNames="Roe^Janet",
     )
     save(ds, tmp_path / "src" / "series" / "a.dcm")
-    config = exact(pseudonymize_patient_id=True, pseudonym_salt="s3cret")
+    config = exact()
     labels = LabelTable(by_patient_id={"MRN-0042": "tumor"})
     result = convert_tree(tmp_path / "src", tmp_path / "out", config, labels, workers=1)
     images = pd.read_parquet(result.images_manifest)
@@ -540,7 +546,9 @@ def test_manifest_columns_and_labels(tmp_path: Path) -> None:
     assert list(images.columns)[: len(IMAGE_COLUMNS)] == list(IMAGE_COLUMNS)
     assert list(quarantine.columns)[: len(QUARANTINE_COLUMNS)] == list(QUARANTINE_COLUMNS)
     assert (result.images, result.unlabelled, result.set_aside) == (2, 2, 2)
-    assert set(images.patient_id) == {"PAT-A"}
+    # A local folder: the Patient ID is pseudonymised; the labels matched the original one.
+    salt = os.environ["BRAINCLS_PSEUDONYM_SALT"]
+    assert set(images.patient_id) == {pseudonymize("PAT-A", salt)}
     assert list(images.label_index) == [1, 1]  # classes: ("no_tumor", "tumor")
     assert set(images.source) == set(images.collection) == {"export.1"}
     assert set(images.converter_version) == {CONVERTER_VERSION}

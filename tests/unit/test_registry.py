@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from braincls.common.hashing import sha256_file
 from braincls.common.notices import INTENDED_USE
 from braincls.config import RegistryConfig
 from braincls.registry.card import VERSION_PLACEHOLDER, model_card_markdown
+from braincls.registry.promotion import Comparison, decide_promotion
 from braincls.registry.store import ModelRegistry, RegistryError, UnknownVersionError
 
 CONFIG = RegistryConfig(
@@ -31,7 +33,8 @@ def _model_file(folder: Path, content: bytes = b"keras-zip-bytes") -> Path:
 def _register(
     registry: ModelRegistry, tmp_path: Path, roc_auc: float, sensitivity: float = 0.9
 ) -> str:
-    model = _model_file(tmp_path / f"train-{roc_auc}-{sensitivity}", f"{roc_auc}".encode())
+    folder = tmp_path / f"train-{roc_auc}-{sensitivity}"
+    model = _model_file(folder, str(folder).encode())  # distinct bytes: a distinct model
     metrics = {"roc_auc": roc_auc, "sensitivity": sensitivity, "specificity": 0.9}
     return registry.register(model, metrics, {"run_id": "r"}, "# card").version
 
@@ -43,7 +46,8 @@ def test_register_copies_files_and_allocates_increasing_versions(tmp_path: Path)
     source = _model_file(tmp_path / "run", b"model-one")
     card = f"# Model card: seed_cnn {VERSION_PLACEHOLDER}\n"
     first = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1"}, card)
-    second = registry.register(source, {"roc_auc": float("nan")}, {"run_id": "run-2"}, card)
+    other = _model_file(tmp_path / "run-2", b"model-two")
+    second = registry.register(other, {"roc_auc": float("nan")}, {"run_id": "run-2"}, card)
 
     assert (first.version, second.version) == ("v0001", "v0002")
     assert first.status == "challenger"
@@ -60,6 +64,98 @@ def test_register_copies_files_and_allocates_increasing_versions(tmp_path: Path)
     assert registry.get("v0002").metadata()["run_id"] == "run-2"
     # No staging folders are left behind.
     assert sorted(p.name for p in registry.root.iterdir() if p.is_dir()) == ["v0001", "v0002"]
+
+
+def test_a_version_is_readable_by_the_umasks_users_and_flushed_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    previous = os.umask(0o002)
+    try:
+        registry = ModelRegistry(tmp_path / "models")
+        version = registry.get(_register(registry, tmp_path, 0.9))
+    finally:
+        os.umask(previous)
+    modes = {
+        path.relative_to(registry.root).as_posix(): oct(stat.S_IMODE(path.stat().st_mode))
+        for path in (version.path, version.model_path, version.metadata_path, registry.state_path)
+    }
+    assert modes == {
+        "v0001": "0o775",
+        "v0001/model.keras": "0o664",
+        "v0001/metadata.json": "0o664",
+        "registry.json": "0o664",
+    }
+    names = {Path(name).name for name in synced}
+    assert {"model.keras", "models"} <= names
+    for written in (".metadata.json.", ".registry.json."):  # before their renames
+        assert any(name.startswith(written) for name in names), written
+
+
+def test_a_model_already_registered_is_not_registered_again(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    source = _model_file(tmp_path / "run", b"model-one")
+    first = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1"}, "# card")
+    again = registry.register(source, {"roc_auc": 0.9}, {"run_id": "run-1-rerun"}, "# card")
+    assert again.version == first.version == "v0001"
+    assert again.metadata()["run_id"] == "run-1"
+    assert sorted(p.name for p in registry.root.iterdir() if p.is_dir()) == ["v0001"]
+
+
+def test_simultaneous_registrations_of_one_model_give_one_version(tmp_path: Path) -> None:
+    # The check sits inside the lock: two runs finishing with the same model at once (say a
+    # retried registration) cannot both find it missing and register it twice.
+    import threading
+
+    registry = ModelRegistry(tmp_path / "models")
+    source = _model_file(tmp_path / "run", b"model-one")
+    start = threading.Barrier(4)
+    versions: list[str] = []
+
+    def register() -> None:
+        start.wait(timeout=30)
+        versions.append(registry.register(source, {}, {}, "# card").version)
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert versions == ["v0001"] * 4
+    assert [v.version for v in registry.list()] == ["v0001"]
+
+
+def test_a_held_lock_times_out_with_a_message_naming_its_holder(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    from braincls.registry.store import RegistryLockTimeout
+
+    registry = ModelRegistry(tmp_path / "models", lock_timeout_seconds=0.3)
+    version = _register(registry, tmp_path, 0.9)
+    with open(registry.root / ".lock", "a+b") as held:  # another holder (its own open file)
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(RegistryLockTimeout) as error:
+            registry.promote(version)
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 5
+    message = str(error.value)
+    assert message.startswith(
+        f"the model registry {registry.root}: {registry.root / '.lock'} is locked by process "
+    )
+    assert "was not released within 0.3 s" in message
+    assert isinstance(error.value, RegistryError)  # the CLI prints it as one line
+    assert registry.promote(version).promoted  # free again
 
 
 def test_register_never_reuses_a_version_folder(tmp_path: Path) -> None:
@@ -375,3 +471,81 @@ def test_model_card_states_use_data_config_code_metrics_and_limits() -> None:
     assert "| Sensitivity (recall, TPR) | 0.900 | n/a |" in card
     assert "| PR AUC (average precision) | n/a | n/a |" in card
     assert "at threshold 0.4321 chosen by rule 'youden' on the validation split" in card
+
+
+def test_the_margin_cannot_ratchet_the_metric_down_version_after_version(tmp_path: Path) -> None:
+    # Each new model is within the margin of the champion before it, but together they lose
+    # more than the margin: the candidate is held to the best champion on the same images.
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    second = _register(registry, tmp_path, 0.895)
+    decision = registry.promote_if_better(
+        second,
+        CONFIG,
+        comparison=Comparison(
+            champion="v0001", same_test_data=True, candidate_value=0.895, champion_value=0.90
+        ),
+    )
+    assert decision.promoted
+    third = _register(registry, tmp_path, 0.886)
+    comparison = Comparison(
+        champion="v0002",
+        same_test_data=True,
+        candidate_value=0.886,
+        champion_value=0.891,
+        earlier_champions={"v0001": 0.90},
+        test_images=169,
+        excluded_images=3,
+    )
+    decision = registry.promote_if_better(third, CONFIG, comparison=comparison)
+    assert not decision.promoted
+    assert (decision.reference_version, decision.reference_value) == ("v0001", 0.90)
+    assert decision.reasons == [
+        "ROC AUC 0.8860 vs champion v0002 0.8910 and the best earlier champion v0001 0.9000 "
+        "on the same 169 test images (3 left out: a compared model trained or validated on "
+        "them): worse than v0001 by 0.0140, more than the margin 0.0100; v0003 stays a "
+        "challenger."
+    ]
+    # The comparison is recorded with the decision (decisions.jsonl, the dashboard).
+    recorded = registry.decisions()[-1]["comparison"]
+    assert recorded == {
+        "champion": "v0002",
+        "same_test_data": True,
+        "candidate_value": 0.886,
+        "champion_value": 0.891,
+        "earlier_champions": {"v0001": 0.90},
+        "test_images": 169,
+        "excluded_images": 3,
+        "notes": [],
+        "reference_version": "v0001",
+        "reference_value": 0.90,
+    }
+    within = _register(registry, tmp_path, 0.8925)
+    decision = registry.promote_if_better(
+        within, CONFIG, comparison=replace(comparison, candidate_value=0.8925)
+    )
+    assert decision.promoted
+    assert decision.reasons[0].endswith(
+        "not worse than the best (v0001) by more than the margin 0.0100; v0004 becomes champion."
+    )
+
+
+def test_a_comparison_with_a_replaced_champion_is_not_used(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    registry.promote_if_better(_register(registry, tmp_path, 0.90), CONFIG)
+    candidate = _register(registry, tmp_path, 0.95)
+    stale = Comparison(
+        champion="v0007", same_test_data=True, candidate_value=0.95, champion_value=0.5
+    )
+    decision = registry.promote_if_better(candidate, CONFIG, comparison=stale)
+    assert decision.same_test_data is False
+    assert decision.champion_value == 0.90
+    assert decision.reasons[0] == (
+        "The comparison was made against v0007, but the champion is now v0001; its "
+        "registered metrics are used."
+    )
+
+
+def test_decide_promotion_needs_a_comparison_with_the_champion() -> None:
+    with pytest.raises(ValueError, match="needs a comparison with that champion"):
+        decide_promotion("v0002", {"roc_auc": 0.9, "sensitivity": 0.9}, "v0001", CONFIG)

@@ -66,7 +66,7 @@ def test_within_a_brain_area_band_the_classes_weigh_the_same() -> None:
 
     # One volume source: small-brain slices are mostly tumour-free, large ones mostly tumour.
     areas = [1000.0] * 6 + [9000.0] * 6
-    labels = [0, 0, 0, 0, 0, 1] + [1, 1, 1, 1, 1, 0]
+    labels = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0]  # small brains, then large ones
     bands = brain_area_bands(["v"] * 12, areas, 2)
     assert bands == [0] * 6 + [1] * 6
     weights = sample_weights(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -433,3 +434,60 @@ def test_wrong_column_type_fails_types_and_errors_count_as_failures() -> None:
     )
     blank = next(r for r in report.results if r.check == "images.blank")
     assert str(blank.observed_value).startswith("error: ")
+
+
+def _dicom_dataset(tmp_path: Path, modality: str, converted_with: str) -> Any:
+    from braincls.common.atomic import write_parquet
+    from braincls.data.stage import DatasetRecord
+
+    frame = dicom_manifest()
+    frame["modality"] = modality
+    manifest = write_parquet(tmp_path / "dataset.parquet", frame)
+    quarantine = write_parquet(tmp_path / "quarantine.parquet", no_quarantine())
+    return DatasetRecord(
+        key="d",
+        manifest_path=str(manifest),
+        manifest_sha256=_digest(modality),
+        quarantine_path=str(quarantine),
+        class_names=list(LABELS),
+        strategy="grouped",
+        image_size_px=128,
+        counts={},
+        source="CT-COLLECTION",
+        data_root=str(tmp_path),
+        sources=[
+            {"name": "CT-COLLECTION", "kind": "dicom", "config": {"modality": converted_with}}
+        ],
+    )
+
+
+def test_the_gate_accepts_the_modality_the_data_was_converted_with(tmp_path: Path) -> None:
+    # A retraining with modality=CT: ingest and conversion use CT, and so must the gate.
+    from braincls.common.layout import DataLayout
+    from braincls.validate.stage import run_validate
+
+    layout = DataLayout(tmp_path)
+    passed = run_validate(_dicom_dataset(tmp_path, "CT", "CT"), layout, CONFIG, "r1").record
+    assert passed.success, passed.failure
+    row = next(r for r in passed.table_rows if r["check"] == "images.modality")
+    assert row["status"] == "passed"
+    # MR slices in data converted as CT cannot happen by conversion; the gate still says so.
+    mixed = run_validate(_dicom_dataset(tmp_path, "MR", "CT"), layout, CONFIG, "r2").record
+    assert mixed.blocking_failures == ["images.modality"]
+    # Converted with modality '' (every modality): nothing to check against.
+    anything = run_validate(_dicom_dataset(tmp_path, "CT", ""), layout, CONFIG, "r3").record
+    row = next(r for r in anything.table_rows if r["check"] == "images.modality")
+    assert row["observed_value"] == (
+        "not applicable: every modality accepted (converted with modality '')"
+    )
+
+
+def test_modality_is_one_setting() -> None:
+    from pydantic import ValidationError
+
+    from braincls.config import PipelineConfig
+
+    for section, field in (("tcia", "modality"), ("validate", "modalities")):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            PipelineConfig.model_validate({section: {field: "CT"}})
+    assert PipelineConfig.model_validate({"convert": {"modality": "CT"}}).convert.modality == "CT"
