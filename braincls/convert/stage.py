@@ -134,12 +134,9 @@ def run_convert(
                 else "check the labels table's identifiers"
             )
         )
-    class_names = sorted(classes)
-    if len(class_names) != 2 or set(manifest["label"].astype(str)) != set(class_names):
-        raise NoLabelledImages(
-            f"{', '.join(map(str, sources))}: training needs images of two classes; the "
-            f"labelled images are of {sorted(set(manifest['label'].astype(str)))} only"
-        )
+    # The classes of every labelled image (the validation gate checks that each split holds
+    # both); label indices follow their sorted order.
+    class_names = sorted(classes | set(manifest["label"].astype(str)))
     manifest["label_index"] = manifest["label"].map(class_names.index).astype("int64")
     write_parquet(folder / "images.parquet", manifest)
     write_parquet(folder / "quarantine.parquet", set_aside)

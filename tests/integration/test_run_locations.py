@@ -33,9 +33,14 @@ def test_an_event_cannot_choose_where_a_retraining_writes(worker: Path, tmp_path
     assert not elsewhere.exists()
     with pytest.raises(UntrustedLocation, match=r"base_url http://evil.example/ is not an allowed"):
         retrain_flow(collections=["X"], data_root=str(worker), base_url="http://evil.example/")
-    # Allowed: the run goes on (and stops at the missing labels table).
-    with pytest.raises(FileNotFoundError, match="labels table not found"):
-        retrain_flow(collections=["X"], data_root=str(worker), base_url=TRUSTED_API.rstrip("/"))
+    # Allowed: the run goes on (and stops where nothing of X was ever ingested).
+    with pytest.raises(FileNotFoundError, match=r"no verified DICOM for .*raw/X"):
+        retrain_flow(
+            collections=["X"],
+            data_root=str(worker),
+            base_url=TRUSTED_API.rstrip("/"),
+            skip_ingest=True,
+        )
 
 
 def test_ingest_watch_and_training_runs_are_checked_too(worker: Path, tmp_path: Path) -> None:
@@ -56,8 +61,13 @@ def test_ingest_watch_and_training_runs_are_checked_too(worker: Path, tmp_path: 
 def test_runs_started_in_a_shell_are_the_users_own(tmp_path: Path) -> None:
     from flows.retrain import retrain_flow
 
-    with pytest.raises(FileNotFoundError, match="labels table not found"):
-        retrain_flow(collections=["X"], data_root=str(tmp_path / "mine"), base_url="http://x/")
+    with pytest.raises(FileNotFoundError, match=r"no verified DICOM for .*mine/raw/X"):
+        retrain_flow(
+            collections=["X"],
+            data_root=str(tmp_path / "mine"),
+            base_url="http://x/",
+            skip_ingest=True,
+        )
 
 
 def test_allowed_roots_include_their_subfolders_and_nothing_else(

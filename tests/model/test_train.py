@@ -39,6 +39,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Dat
         rows.append(
             {
                 "sample_id": f"s{index:03d}",
+                "source": "tiny",
                 "image_path": f"images/{index:03d}.png",
                 "label_index": label,
                 "split": split,
