@@ -132,23 +132,22 @@ class ImportConfig(_Section):
     min_side_px: int = Field(
         default=16, ge=1, description="Images with a side shorter than this are quarantined."
     )
-    near_duplicate_max_distance_bits: int = Field(
-        default=10,
-        ge=0,
-        le=64,
-        description=(
-            "Two images are near-duplicate candidates when their 64-bit perceptual hashes "
-            "differ in at most this many bits."
-        ),
-    )
-    near_duplicate_min_correlation: float = Field(
-        default=0.85,
-        ge=-1,
+    near_duplicate_min_local_agreement: float = Field(
+        default=0.965,
+        gt=0,
         le=1,
         description=(
-            "A candidate pair is a near-duplicate (same group) when the correlation of its two "
-            "32x32 content thumbnails is at least this."
+            "Two images are copies of one slice (same group) when, after registering one onto "
+            "the other and matching their histograms, their correlation in small windows is at "
+            "least this at the windows' 5th percentile. Copies reach 0.98 or more; slices of "
+            "one head 2 mm or more apart stay below (measured on BraTS, see the README)."
         ),
+    )
+    near_duplicate_min_overlap_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="...and their heads overlap by at least this fraction after registration.",
     )
 
 

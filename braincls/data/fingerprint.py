@@ -1,8 +1,7 @@
-"""Image fingerprints and near-duplicate groups.
+"""A 64-bit perceptual hash of an image's content, kept in every manifest's ``fingerprint``.
 
-Br35H (and many public MRI sets) holds the same slice several times: re-saved, rescaled, cropped,
-brightness-changed. A split by file puts copies of one image on both sides and inflates every
-score, so images are fingerprinted, near-duplicates are grouped, and whole groups are split.
+It identifies an image cheaply (reports, audits); grouping near-duplicates needs more than a
+hash and is :mod:`braincls.data.duplicates`.
 """
 
 from __future__ import annotations
@@ -43,53 +42,3 @@ def perceptual_hash(gray: np.ndarray) -> int:
     for bit in bits:
         value = (value << 1) | int(bit)
     return value
-
-
-def thumbnail(gray: np.ndarray) -> np.ndarray:
-    """32x32 thumbnail of the content box, standardised so that a dot product is a correlation."""
-    y0, y1, x0, x1 = content_box(gray)
-    small = cv2.resize(
-        gray[y0:y1, x0:x1], (_HASH_SIDE_PX, _HASH_SIDE_PX), interpolation=cv2.INTER_AREA
-    )
-    values = small.astype(np.float32).ravel()
-    values = (values - values.mean()) / (values.std() + 1e-6)
-    return (values / np.sqrt(values.size)).astype(np.float32)
-
-
-def group_near_duplicates(
-    hashes: np.ndarray,
-    thumbnails: np.ndarray,
-    max_distance_bits: int,
-    min_correlation: float,
-) -> np.ndarray:
-    """Connected components of the near-duplicate graph; returns a component label per image.
-
-    Two images are linked when their perceptual hashes differ in at most ``max_distance_bits``
-    AND their content thumbnails correlate at least ``min_correlation``. The hash alone chains
-    unrelated slices together through single links (on Br35H a 10-bit rule merged 300 images and
-    26 groups of both classes); the correlation check removes those false links. Distances are
-    computed in row blocks, so memory stays O(n * block).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    count = hashes.shape[0]
-    block = 1024
-    row_parts: list[np.ndarray] = []
-    col_parts: list[np.ndarray] = []
-    for start in range(0, count, block):
-        stop = min(start + block, count)
-        distances = np.bitwise_count(np.bitwise_xor(hashes[start:stop, None], hashes[None, :]))
-        rows, cols = np.nonzero(distances <= max_distance_bits)
-        rows = rows + start
-        keep = cols > rows
-        rows, cols = rows[keep], cols[keep]
-        correlation = np.einsum("ij,ij->i", thumbnails[rows], thumbnails[cols])
-        linked = correlation >= min_correlation
-        row_parts.append(rows[linked])
-        col_parts.append(cols[linked])
-    rows = np.concatenate(row_parts) if row_parts else np.empty(0, dtype=np.int64)
-    cols = np.concatenate(col_parts) if col_parts else np.empty(0, dtype=np.int64)
-    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(count, count))
-    _, labels = connected_components(graph.tocsr(), directed=False)
-    return np.asarray(labels)

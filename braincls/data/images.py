@@ -22,7 +22,8 @@ from braincls.common.tables import (
     empty_frame,
 )
 from braincls.config import ImportConfig
-from braincls.data.fingerprint import group_near_duplicates, perceptual_hash, thumbnail
+from braincls.data.duplicates import SliceDescriptor, describe, group_near_duplicates
+from braincls.data.fingerprint import perceptual_hash
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +90,16 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
     """Read every file of a class-per-folder set into a manifest; set aside what is unusable.
 
     Unreadable, empty, too small or non-image files go to the quarantine table with a reason;
-    the import goes on. Near-duplicates (perceptual-hash distance within the configured bits)
-    share a ``group_id``; byte-identical files always do.
+    the import goes on. Near-duplicates (the same slice re-saved with other intensities, crop,
+    scale, blur or orientation; :mod:`braincls.data.duplicates`) share a ``group_id``;
+    byte-identical files are one sample.
     """
     images_dir = Path(images_dir).resolve()
     folders = class_folders(images_dir)
     class_names = tuple(p.name for p in folders)
     rows: list[dict[str, object]] = []
     quarantined: list[dict[str, str]] = []
-    thumbs: list[np.ndarray] = []
+    descriptors: list[SliceDescriptor | None] = []
     extensions = {e.lower() for e in config.extensions}
     for label_index, folder in enumerate(folders):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -153,7 +155,12 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
                     "label_source": "folder",
                 }
             )
-            thumbs.append(thumbnail(gray))
+            try:
+                descriptors.append(describe(gray))
+            except ValueError as error:
+                # Not describable (no head found): it is its own group.
+                logger.info("no near-duplicate descriptor for %s: %s", relative, error)
+                descriptors.append(None)
     if not rows:
         raise ImageFolderError(f"{images_dir}: no readable images in {', '.join(class_names)}")
     frame = pd.DataFrame(rows)
@@ -169,12 +176,8 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
         )
     keep = ~duplicated.to_numpy()
     frame = frame[keep].reset_index(drop=True)
-    hashes = np.array([int(h, 16) for h in frame["fingerprint"]], dtype=np.uint64)
-    components = group_near_duplicates(
-        hashes,
-        np.stack(thumbs)[keep],
-        config.near_duplicate_max_distance_bits,
-        config.near_duplicate_min_correlation,
+    components = near_duplicate_groups(
+        [descriptor for descriptor, kept in zip(descriptors, keep, strict=True) if kept], config
     )
     # Name each group after its first member's hash so that ids do not depend on file order.
     first_member = pd.Series(frame["sha256"].to_numpy()).groupby(components).transform("min")
@@ -192,6 +195,22 @@ def import_image_folder(images_dir: Path, config: ImportConfig) -> ImportResult:
         else empty_frame(QUARANTINE_COLUMNS)
     )
     return ImportResult(manifest=manifest, quarantine=quarantine, class_names=class_names)
+
+
+def near_duplicate_groups(
+    descriptors: list[SliceDescriptor | None], config: ImportConfig
+) -> np.ndarray:
+    """A group number per image: verified near-duplicates share one, the rest are alone."""
+    present = [index for index, descriptor in enumerate(descriptors) if descriptor is not None]
+    labels = np.arange(len(descriptors), dtype=np.int64) + len(descriptors)
+    if present:
+        grouped = group_near_duplicates(
+            [descriptors[index] for index in present],  # type: ignore[misc]
+            min_local_agreement=config.near_duplicate_min_local_agreement,
+            min_overlap_fraction=config.near_duplicate_min_overlap_fraction,
+        )
+        labels[present] = grouped
+    return labels
 
 
 GROUPS_FILE = "groups.csv"

@@ -45,7 +45,7 @@ from braincls.config import (
 logger = logging.getLogger(__name__)
 
 #: Code versions of the data stages: bump one when its output for the same input changes.
-IMPORT_VERSION = "2"
+IMPORT_VERSION = "3"
 VOLUMES_VERSION = "1"
 SPLIT_VERSION = "3"
 PREPROCESS_STAGE_VERSION = "2"

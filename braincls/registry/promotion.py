@@ -66,6 +66,9 @@ class Comparison:
     test_images: int | None = None
     excluded_images: int = 0
     notes: list[str] = field(default_factory=list)
+    #: The decision metric per source of the compared data: ``{source: {"candidate": value,
+    #: "champion": value, "images": n}}``; empty with one source (the pooled value is it).
+    by_source: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
 
     def reference(self) -> tuple[str, float | None]:
         """The value to beat: the best of the champion and the earlier champions (the
@@ -202,6 +205,61 @@ def _comparison_reasons(
     ]
 
 
+def registered_by_source(
+    candidate_metrics: Mapping[str, Any], champion_metrics: Mapping[str, Any], metric: str
+) -> dict[str, dict[str, float | int | None]]:
+    """Per-source values from two models' registered metrics (their ``by_source`` rows), for
+    the sources both were evaluated on; empty unless both name more than one source."""
+
+    def rows(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        listed = metrics.get("by_source") or []
+        return {str(row.get("source")): row for row in listed if isinstance(row, Mapping)}
+
+    candidate, champion = rows(candidate_metrics), rows(champion_metrics)
+    if len(candidate) < 2 or len(champion) < 2:
+        return {}
+    return {
+        source: {
+            "candidate": metric_value(candidate[source], metric),
+            "champion": metric_value(champion[source], metric),
+            "images": metric_value(candidate[source], "n"),
+        }
+        for source in sorted(set(candidate) & set(champion))
+    }
+
+
+def worse_sources(comparison: Comparison, margin: float) -> list[tuple[str, float, float]]:
+    """The sources on which the candidate is worse than the champion by more than ``margin``:
+    ``(source, candidate value, champion value)``, in source order. A source with an undefined
+    value (one class only) is not judged."""
+    out = []
+    for source, values in sorted(comparison.by_source.items()):
+        candidate, champion = values.get("candidate"), values.get("champion")
+        if candidate is None or champion is None:
+            continue
+        if float(candidate) < float(champion) - margin:
+            out.append((source, float(candidate), float(champion)))
+    return out
+
+
+def _source_reasons(version: str, comparison: Comparison, config: RegistryConfig) -> list[str]:
+    """Why ``version`` is refused for being worse on a source (empty when it is not)."""
+    label = METRIC_LABELS[config.decision_metric]
+    margin = config.non_inferiority_margin
+    worse = worse_sources(comparison, margin)
+    if not worse:
+        return []
+    listed = "; ".join(
+        f"{source} {candidate:.4f} vs {champion:.4f}" for source, candidate, champion in worse
+    )
+    return [
+        f"{label} per source against the champion {comparison.champion}: worse on "
+        f"{len(worse)} of {len(comparison.by_source)} sources by more than the margin "
+        f"{margin:.4f} ({listed}); a model is promoted only if it holds up on every source, "
+        f"so {version} stays a challenger."
+    ]
+
+
 def _shown(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
@@ -220,9 +278,10 @@ def decide_promotion(
     The candidate must pass the floors (on its whole test split, ``candidate_metrics``); the
     first version to pass them becomes champion; after that its decision metric must not be
     worse than the reference of ``comparison`` (the best of the champion and the earlier
-    champions on the same images) by more than the margin. Comparing with the best, not just
-    the current champion, keeps the margin from ratcheting the metric down version after
-    version. ``comparison`` is needed whenever there is a champion other than ``version``.
+    champions on the same images) by more than the margin, and on no source of those images
+    may it be worse than the champion by more than the margin (``comparison.by_source``).
+    Comparing with the best, not just the current champion, keeps the margin from ratcheting
+    the metric down version after version. ``comparison`` is needed whenever there is a champion other than ``version``.
     """
     reasons: list[str] = []
     floors = floor_checks(candidate_metrics, config)
@@ -266,6 +325,10 @@ def decide_promotion(
         reference_version, reference_value = comparison.reference()
         promoted, more = _comparison_reasons(version, comparison, config)
         reasons.extend(more)
+        refused = _source_reasons(version, comparison, config) if promoted else []
+        if refused:
+            promoted = False
+            reasons = refused + reasons
     return PromotionDecision(
         version=version,
         kind="automatic",

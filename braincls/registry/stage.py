@@ -117,7 +117,7 @@ def compare_on_shared_test(
     """
     from braincls.data.stored import load_stored_images
     from braincls.model.saved import load_model, predict_probabilities
-    from braincls.registry.promotion import metric_value
+    from braincls.registry.promotion import metric_value, registered_by_source
 
     metric = config.decision_metric
     candidate_metrics = json.loads(Path(evaluation.metrics_path).read_text())
@@ -129,6 +129,7 @@ def compare_on_shared_test(
             candidate_value=metric_value(candidate_metrics, metric),
             champion_value=metric_value(champion.metrics, metric),
             notes=[note],
+            by_source=registered_by_source(candidate_metrics, champion.metrics, metric),
         )
 
     compared_champion = _comparable(champion, dataset)
@@ -178,20 +179,35 @@ def compare_on_shared_test(
     candidate_probability = predictions.set_index(predictions["sample_id"].astype(str))[
         "p_positive"
     ]
-    candidate_value = _decision_value(
-        labels,
-        candidate_probability.loc[shared["sample_id"].astype(str)].to_numpy(np.float64),
-        evaluation.threshold,
-        metric,
+    candidate_probabilities = candidate_probability.loc[shared["sample_id"].astype(str)].to_numpy(
+        np.float64
     )
+    candidate_value = _decision_value(labels, candidate_probabilities, evaluation.threshold, metric)
     paths = [str(layout.root / str(path)) for path in shared["image_path"]]
     images = load_stored_images(paths, dataset.image_size_px)
     values: dict[str, float | None] = {}
+    champion_probabilities = np.empty(0)
     for model in models:
         probabilities = predict_probabilities(load_model(model.version.model_path), images)
+        if model is compared_champion:
+            champion_probabilities = probabilities
         values[model.version.version] = _decision_value(
             labels, probabilities, model.threshold, metric
         )
+    sources = shared["source"].astype(str).to_numpy() if "source" in shared else None
+    by_source: dict[str, dict[str, float | int | None]] = {}
+    if sources is not None and len(set(sources.tolist())) > 1:
+        for source in sorted(set(sources.tolist())):
+            rows = sources == source
+            by_source[source] = {
+                "candidate": _decision_value(
+                    labels[rows], candidate_probabilities[rows], evaluation.threshold, metric
+                ),
+                "champion": _decision_value(
+                    labels[rows], champion_probabilities[rows], compared_champion.threshold, metric
+                ),
+                "images": int(rows.sum()),
+            }
     return Comparison(
         champion=champion.version,
         same_test_data=True,
@@ -201,6 +217,7 @@ def compare_on_shared_test(
         test_images=len(shared),
         excluded_images=len(test) - len(shared),
         notes=notes,
+        by_source=by_source,
     )
 
 

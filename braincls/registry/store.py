@@ -45,6 +45,7 @@ from braincls.registry.promotion import (
     PromotionDecision,
     decide_promotion,
     metric_value,
+    registered_by_source,
 )
 from braincls.registry.promotion import now_iso as _now
 
@@ -394,6 +395,7 @@ class ModelRegistry:
                 same_test_data=True,
                 candidate_value=metric_value(candidate.metrics, metric),
                 champion_value=metric_value(champion_metrics, metric),
+                by_source=registered_by_source(candidate.metrics, champion_metrics, metric),
             )
         notes = []
         if comparison is not None or champion_metrics is not None:
@@ -406,12 +408,14 @@ class ModelRegistry:
                 f"The {what} {compared}, but the champion is now {champion}; its registered "
                 "metrics are used."
             )
+        registered = self._version_from_state(state, champion).metrics
         return Comparison(
             champion=champion,
             same_test_data=False,
             candidate_value=metric_value(candidate.metrics, metric),
-            champion_value=metric_value(self._version_from_state(state, champion).metrics, metric),
+            champion_value=metric_value(registered, metric),
             notes=notes,
+            by_source=registered_by_source(candidate.metrics, registered, metric),
         )
 
     @staticmethod

@@ -44,7 +44,7 @@ def _brightness_model(path: Path) -> Path:
     return path
 
 
-def _dataset(root: Path) -> DatasetRecord:
+def _dataset(root: Path, sources: dict[str, str] | None = None) -> DatasetRecord:
     rows = []
     for sample_id, label, brightness in TEST_IMAGES:
         image_path = f"images/{sample_id}.png"
@@ -54,6 +54,7 @@ def _dataset(root: Path) -> DatasetRecord:
             {
                 **dict.fromkeys(IMAGE_COLUMNS, "x"),
                 "sample_id": sample_id,
+                "source": (sources or {}).get(sample_id, "x"),
                 "group_id": sample_id,
                 "label": ["no", "yes"][label],
                 "label_index": label,
@@ -191,4 +192,39 @@ def test_a_differently_prepared_champion_falls_back_to_its_registered_metrics(
     assert (comparison.candidate_value, comparison.champion_value) == (0.8, 0.9)
     assert comparison.notes[0].startswith(
         "The champion v0001 takes differently prepared images (another input size or preprocessing)"
+    )
+
+
+def test_the_comparison_is_made_per_source_and_refuses_a_model_worse_on_one(
+    tmp_path: Path,
+) -> None:
+    from braincls.registry.promotion import decide_promotion
+
+    layout = DataLayout(tmp_path)
+    dataset = _dataset(tmp_path, {"t0": "a", "t1": "a", "t2": "a", "t3": "b", "t4": "b"})
+    registry = ModelRegistry(layout.models)
+    champion = registry.get(_register(registry, tmp_path, "champion", trained_on=[]))
+    # The champion misses t0 (source a), the candidate misses t3 (source b).
+    candidate = {"t0": 0.9, "t1": 0.9, "t2": 0.1, "t3": 0.8, "t4": 0.9}
+
+    comparison = compare_on_shared_test(
+        champion, [], dataset, _evaluation(tmp_path, candidate), layout, CONFIG
+    )
+
+    assert (comparison.candidate_value, comparison.champion_value) == (0.8, 0.8)
+    assert comparison.by_source == {
+        "a": {"candidate": 1.0, "champion": pytest.approx(2 / 3), "images": 3},
+        "b": {"candidate": 0.5, "champion": 1.0, "images": 2},
+    }
+    decision = decide_promotion(
+        "v0002",
+        {"accuracy": 0.8, "sensitivity": 1.0, "roc_auc": 1.0},
+        champion.version,
+        CONFIG,
+        comparison=comparison,
+    )
+    assert not decision.promoted
+    assert decision.reasons[0].startswith(
+        "Accuracy per source against the champion v0001: worse on 1 of 2 sources by more than "
+        "the margin 0.0100 (b 0.5000 vs 1.0000)"
     )

@@ -517,6 +517,7 @@ def test_the_margin_cannot_ratchet_the_metric_down_version_after_version(tmp_pat
         "test_images": 169,
         "excluded_images": 3,
         "notes": [],
+        "by_source": {},
         "reference_version": "v0001",
         "reference_value": 0.90,
     }
@@ -549,3 +550,67 @@ def test_a_comparison_with_a_replaced_champion_is_not_used(tmp_path: Path) -> No
 def test_decide_promotion_needs_a_comparison_with_the_champion() -> None:
     with pytest.raises(ValueError, match="needs a comparison with that champion"):
         decide_promotion("v0002", {"roc_auc": 0.9, "sensitivity": 0.9}, "v0001", CONFIG)
+
+
+def test_a_model_worse_on_one_source_is_refused_even_when_better_pooled() -> None:
+    comparison = Comparison(
+        champion="v0001",
+        same_test_data=True,
+        candidate_value=0.95,
+        champion_value=0.93,
+        test_images=300,
+        by_source={
+            "br35h": {"candidate": 0.99, "champion": 0.97, "images": 200},
+            "brats-flair": {"candidate": 0.85, "champion": 0.90, "images": 100},
+            "phantom": {"candidate": None, "champion": 0.8, "images": 12},  # one class: not judged
+        },
+    )
+    metrics = {"roc_auc": 0.95, "sensitivity": 0.9}
+    decision = decide_promotion("v0002", metrics, "v0001", CONFIG, comparison=comparison)
+    assert not decision.promoted
+    assert decision.champion_after == "v0001"
+    assert decision.reasons == [
+        "ROC AUC per source against the champion v0001: worse on 1 of 3 sources by more than "
+        "the margin 0.0100 (brats-flair 0.8500 vs 0.9000); a model is promoted only if it "
+        "holds up on every source, so v0002 stays a challenger.",
+        "ROC AUC 0.9500 vs champion v0001 0.9300 on the same 300 test images: not worse by "
+        "more than the margin 0.0100; v0002 becomes champion.",
+    ]
+    # Within the margin on every source: promoted.
+    within = replace(
+        comparison,
+        by_source={
+            "br35h": {"candidate": 0.99, "champion": 0.97, "images": 200},
+            "brats-flair": {"candidate": 0.891, "champion": 0.90, "images": 100},
+        },
+    )
+    assert decide_promotion("v0002", metrics, "v0001", CONFIG, comparison=within).promoted
+
+
+def test_per_source_refusal_uses_registered_metrics_when_not_compared_on_shared_data(
+    tmp_path: Path,
+) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+
+    def register(pooled: float, per_source: dict[str, float]) -> str:
+        folder = tmp_path / f"train-{pooled}-{len(per_source)}"
+        metrics = {
+            "roc_auc": pooled,
+            "sensitivity": 0.9,
+            "by_source": [
+                {"source": source, "roc_auc": value, "n": 50}
+                for source, value in per_source.items()
+            ],
+        }
+        model = _model_file(folder, str(folder).encode())
+        return registry.register(model, metrics, {"run_id": "r"}, "# card").version
+
+    registry.promote_if_better(register(0.90, {"a": 0.95, "b": 0.85}), CONFIG)
+    candidate = register(0.93, {"a": 0.99, "b": 0.80})
+    decision = registry.promote_if_better(candidate, CONFIG)
+    assert not decision.promoted
+    assert decision.reasons[0].startswith(
+        "ROC AUC per source against the champion v0001: worse on 1 of 2 sources by more "
+        "than the margin 0.0100 (b 0.8000 vs 0.8500)"
+    )
+    assert registry.champion().version == "v0001"  # type: ignore[union-attr]
