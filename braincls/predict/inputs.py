@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -104,15 +104,23 @@ def _is_hidden_or_side(path: Path) -> bool:
     return is_ignored(path) or path.name.lower().endswith(_SIDE_FILE_SUFFIXES)
 
 
-def find_sources(paths: Sequence[Path], image_suffixes: Sequence[str]) -> Sources:
+def find_sources(
+    paths: Sequence[Path], image_suffixes: Sequence[str], mask_pattern: str | None = None
+) -> Sources:
     """Sort ``paths`` (files or folders, any layout) into images, volumes and DICOM.
 
     A file is an image by its suffix (``image_suffixes``), a volume by ``.nii`` / ``.nii.gz``,
     and DICOM otherwise (DICOM files often have no suffix). A folder is walked (hidden entries
-    skipped): its images and volumes are read as such, and when anything else is in it the
-    folder is converted as DICOM.
+    and side files such as tables skipped): its images and volumes are read as such, volumes
+    named like segmentation masks (the file name of ``mask_pattern``, e.g. ``{case}_seg.nii.gz``)
+    are left out, and when anything else is in it the folder is converted as DICOM.
     """
+    from braincls.data.volumes import pattern_regex
+
     suffixes = {suffix.lower() for suffix in image_suffixes}
+    mask_name = (
+        pattern_regex(PurePosixPath(mask_pattern).name) if mask_pattern is not None else None
+    )
     found = Sources()
     for given in paths:
         path = Path(given)
@@ -134,7 +142,9 @@ def find_sources(paths: Sequence[Path], image_suffixes: Sequence[str]) -> Source
                 file = Path(folder) / name
                 if _is_hidden_or_side(file):
                     continue
-                if is_volume(file):
+                if is_volume(file) and mask_name is not None and mask_name.fullmatch(name):
+                    found.not_dicom.add(file.resolve())
+                elif is_volume(file):
                     found.volumes.append(file)
                     found.not_dicom.add(file.resolve())
                 elif file.suffix.lower() in suffixes:

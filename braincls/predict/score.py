@@ -331,7 +331,9 @@ def plan_paths(
 ) -> list[PlannedSource]:
     """Every source under ``paths``, planned: DICOM converted (into ``converted_root``),
     volume headers read, image files listed."""
-    sources = find_sources(paths, model.import_config.extensions)
+    sources = find_sources(
+        paths, model.import_config.extensions, mask_pattern=model.volumes[0].mask_pattern
+    )
     planned: list[PlannedSource] = []
     skip = frozenset(sources.not_dicom)
     for folder in sources.dicom_dirs:
