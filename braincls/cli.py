@@ -74,6 +74,17 @@ def _stage_failures() -> Iterator[None]:
         fail(str(error), code=1)
 
 
+@contextmanager
+def _live_progress() -> Iterator[Any]:
+    """Live progress of the work inside the block on stderr (rich on a terminal, plain lines
+    otherwise); yields the callback for library calls that take ``on_progress``."""
+    from braincls.terminal import TerminalProgress
+    from tasks.progress import listening
+
+    with TerminalProgress() as progress, listening(progress):
+        yield progress
+
+
 def _quiet_defaults() -> None:
     """Environment defaults for orchestrated runs: telemetry off, library logs on the dashboard."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -191,7 +202,7 @@ def run(
     _quiet_defaults()
     from flows.pipeline import pipeline
 
-    with _stage_failures():
+    with _stage_failures(), _live_progress():
         result = pipeline(
             data_root=str(_data_root(data_root)),
             config=config,
@@ -279,14 +290,16 @@ def convert(
     root = _data_root(data_root)
     try:
         table = load_labels(labels) if labels is not None else None
-        result = convert_tree(
-            src_dir,
-            root / "converted",
-            ConvertConfig.model_validate({"modality": modality}),
-            table,
-            workers=workers,
-            keep_unlabelled=True,
-        )
+        with _live_progress() as progress:
+            result = convert_tree(
+                src_dir,
+                root / "converted",
+                ConvertConfig.model_validate({"modality": modality}),
+                table,
+                workers=workers,
+                keep_unlabelled=True,
+                on_progress=progress,
+            )
     except (ConversionError, LabelsError) as error:
         fail(str(error))
     by_source = ", ".join(f"{n} by {source}" for source, n in result.label_sources.items())
@@ -443,9 +456,10 @@ def ingest(
     _quiet_defaults()
     from flows.ingest import ingest_flow
 
-    result = ingest_flow(
-        collection, modality=modality, data_root=str(_data_root(data_root)), base_url=base_url
-    )
+    with _live_progress():
+        result = ingest_flow(
+            collection, modality=modality, data_root=str(_data_root(data_root)), base_url=base_url
+        )
     typer.echo(
         f"{collection}: {result['listed']} series listed, {result['downloaded']} downloaded, "
         f"{result['skipped']} already present; raw data in {result['raw_root']}"
@@ -487,7 +501,7 @@ def retrain(
     _quiet_defaults()
     from flows.retrain import retrain_flow
 
-    with _stage_failures():
+    with _stage_failures(), _live_progress():
         result = retrain_flow(
             collections=list(collections),
             data_root=str(_data_root(data_root)),
@@ -558,7 +572,7 @@ def demo(
 
     with serve(served) as server:
         typer.echo(f"local NBIA server on {server.url}")
-        with _stage_failures():
+        with _stage_failures(), _live_progress():
             result = retrain_flow(
                 collections=[DEFAULT_COLLECTION],
                 data_root=str(root),

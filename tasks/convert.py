@@ -15,6 +15,7 @@ from braincls.convert import SeriesResult, SeriesUnit, convert_series, pending_s
 from braincls.convert.stage import run_convert
 from braincls.data.stage import SourceRecord
 from tasks.common import HOUR, TRANSIENT_IO, finished, retry_on, stage_task
+from tasks.progress import listener
 
 
 def _labels(path: str | None) -> Path | None:
@@ -43,6 +44,7 @@ def convert_dicom(
         _labels(labels),
         rule=rule,
         refresh=refresh,
+        on_progress=listener(),
     )
     record = outcome.record
     reasons = record.summary.get("set_aside_by_reason", {})

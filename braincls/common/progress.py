@@ -33,6 +33,9 @@ class Progress:
     finished: bool = False
 
 
+#: The ``unit`` of a stage's last event: the stage as a whole finished (``detail``: its state).
+STAGE_UNIT = "stage"
+
 #: What the library calls with each :class:`Progress` event.
 ProgressCallback = Callable[[Progress], None]
 
