@@ -563,6 +563,40 @@ def predict(
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    model: ModelDir = None,
+    version: Version = None,
+    data_root: DataRoot = None,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest upload accepted (MB).", min=0.001)
+    ] = 64.0,
+) -> None:
+    """Serve predictions over HTTP (FastAPI on uvicorn): a page at / to upload a scan and see
+    P(tumour) and the Grad-CAM overlay, and a JSON API (/api/predict, /api/model, /healthz).
+    Without --model / --version it follows the registry's champion. Research use only."""
+    from braincls.predict.model import PredictError
+    from braincls.serve.app import ServeConfig, run_server
+
+    if model is not None and version is not None:
+        fail("give --model or --version, not both")
+    _quiet_defaults()
+    config = ServeConfig(
+        data_root=_data_root(data_root),
+        model_dir=model,
+        version=version,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
+    try:
+        run_server(config, host=host, port=port)
+    except PredictError as error:
+        fail(str(error))
+
+
+@app.command()
 def ingest(
     collection: Annotated[str, typer.Argument(help="TCIA collection name, e.g. UPENN-GBM.")],
     data_root: DataRoot = None,

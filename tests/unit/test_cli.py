@@ -92,6 +92,30 @@ def two_classes(tmp_path: Path) -> Path:
             ["retrain", "X", "--labels", "{two}/none.csv"],
             "braincls: error: --labels: {two}/none.csv: labels table not found",
         ),
+        (
+            ["predict", "{two}", "--out", "{two}/p.txt"],
+            "braincls: error: --out: {two}/p.txt: write predictions to a .csv or .parquet file",
+        ),
+        (
+            ["predict", "{two}", "--data-root", "{two}/data"],
+            "braincls: error: no champion model under {two}/data/models: train one",
+        ),
+        (
+            ["predict", "{two}", "--model", "{two}/none"],
+            "braincls: error: {two}/none: model folder not found",
+        ),
+        (
+            ["predict", "{two}", "--model", "{two}", "--version", "v0001"],
+            "braincls: error: give a model folder or a registry version, not both",
+        ),
+        (
+            ["serve", "--data-root", "{two}/data"],
+            "braincls: error: no champion model under {two}/data/models: train one",
+        ),
+        (
+            ["serve", "--model", "{two}", "--version", "v0001"],
+            "braincls: error: give --model or --version, not both",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:
