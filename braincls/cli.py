@@ -74,6 +74,17 @@ def _stage_failures() -> Iterator[None]:
         fail(str(error), code=1)
 
 
+@contextmanager
+def _live_progress() -> Iterator[Any]:
+    """Live progress of the work inside the block on stderr (rich on a terminal, plain lines
+    otherwise); yields the callback for library calls that take ``on_progress``."""
+    from braincls.terminal import TerminalProgress
+    from tasks.progress import listening
+
+    with TerminalProgress() as progress, listening(progress):
+        yield progress
+
+
 def _quiet_defaults() -> None:
     """Environment defaults for orchestrated runs: telemetry off, library logs on the dashboard."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -252,7 +263,7 @@ def run(
     _quiet_defaults()
     from flows.pipeline import pipeline
 
-    with _stage_failures():
+    with _stage_failures(), _live_progress():
         result = pipeline(
             data_root=str(_data_root(data_root)),
             config=config,
@@ -340,14 +351,16 @@ def convert(
     root = _data_root(data_root)
     try:
         table = load_labels(labels) if labels is not None else None
-        result = convert_tree(
-            src_dir,
-            root / "converted",
-            ConvertConfig.model_validate({"modality": modality}),
-            table,
-            workers=workers,
-            keep_unlabelled=True,
-        )
+        with _live_progress() as progress:
+            result = convert_tree(
+                src_dir,
+                root / "converted",
+                ConvertConfig.model_validate({"modality": modality}),
+                table,
+                workers=workers,
+                keep_unlabelled=True,
+                on_progress=progress,
+            )
     except (ConversionError, LabelsError, PseudonymSaltMissing) as error:
         fail(str(error))
     by_source = ", ".join(f"{n} by {source}" for source, n in result.label_sources.items())
@@ -491,6 +504,159 @@ def evaluate(
     typer.echo(f"report: {record.report_html}")
 
 
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--model", help="Model folder (runs/<key>/model or models/vNNNN); default: the champion."
+    ),
+]
+Version = Annotated[
+    str | None,
+    typer.Option(
+        "--version", help="Registry version of the data root (vNNNN); default: the champion."
+    ),
+]
+
+
+def _summary_lines(summary: Any, limit: int = 20) -> list[str]:
+    """The per-series / per-volume lines of a prediction summary (the first ``limit``)."""
+    lines = []
+    shown = summary[summary["level"].isin(["series", "volume"])]
+    for row in shown.head(limit).itertuples(index=False):
+        name = (
+            f"series ...{str(row.series_instance_uid)[-16:]} (patient {row.patient_id})"
+            if row.level == "series"
+            else f"volume {Path(str(row.source_path)).name}"
+        )
+        if row.n_scored == 0:
+            lines.append(f"  {name}: nothing scored ({row.n_set_aside} set aside)")
+            continue
+        over = row.slices_over_threshold
+        slices = over.split(",") if isinstance(over, str) else []
+        listed = ",".join(slices[:20]) + (
+            f",... ({len(slices) - 20} more)" if len(slices) > 20 else ""
+        )
+        lines.append(
+            f"  {name}: highest P(tumour) {row.max_p_tumour:.3f} (slice {row.max_slice_index}); "
+            f"{row.n_over_threshold} of {row.n_scored} scored slices over the threshold"
+            + (f" (slices {listed})" if row.n_over_threshold else "")
+        )
+    if len(shown) > limit:
+        lines.append(f"  ... and {len(shown) - limit} more (see the summary table)")
+    return lines
+
+
+@app.command()
+def predict(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files or folders, DICOM files or folders (any layout), NIfTI volumes."
+        ),
+    ],
+    model: ModelDir = None,
+    version: Version = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Predictions table (.csv or .parquet); the summary goes beside it "
+            "(NAME.summary.csv). Default: <data root>/predictions/<run id>/.",
+        ),
+    ] = None,
+    gradcam: Annotated[
+        Path | None,
+        typer.Option("--gradcam", help="Write a Grad-CAM overlay PNG per scored image here."),
+    ] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Score new images, DICOM or NIfTI volumes with the champion (or --model / --version) at
+    the threshold fixed at evaluation: one row per image or slice, and a summary per series,
+    volume and patient. Research use only."""
+    from datetime import UTC, datetime
+
+    from braincls.common.layout import DataLayout
+    from braincls.common.notices import INTENDED_USE
+    from braincls.predict.model import PredictError, open_model, resolve_model_dir
+    from braincls.predict.score import predict_paths, summary_path, write_table
+
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet"):
+        fail(f"--out: {out}: write predictions to a .csv or .parquet file")
+    _quiet_defaults()
+    layout = DataLayout(_data_root(data_root))
+    try:
+        folder = resolve_model_dir(layout.root, model, version)
+        scoring = open_model(folder, layout.root)
+        with _live_progress() as progress:
+            result = predict_paths(
+                [Path(p) for p in paths],
+                scoring,
+                layout.converted,
+                gradcam_dir=gradcam,
+                on_progress=progress,
+            )
+    except PredictError as error:
+        fail(str(error))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = out or layout.predictions / f"predict-{stamp}" / "predictions.parquet"
+    predictions_file = write_table(result.predictions, target)
+    summary_file = write_table(result.summary, summary_path(target))
+    rows = result.predictions
+    scored = result.n_scored
+    over = int((rows["predicted_class"] == scoring.positive_class).sum())
+    reasons = rows["reason"].value_counts()
+    set_aside = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+    typer.echo(
+        f"{scored} of {len(rows)} images scored with model {scoring.version} at threshold "
+        f"{scoring.threshold:.3f} (fixed at evaluation): {over} over the threshold "
+        f"(P({scoring.positive_class}) >= {scoring.threshold:.3f})"
+        + (f"; set aside: {set_aside}" if set_aside else "")
+    )
+    for line in _summary_lines(result.summary):
+        typer.echo(line)
+    typer.echo(f"predictions: {predictions_file}")
+    typer.echo(f"summary: {summary_file}")
+    if gradcam is not None:
+        typer.echo(f"Grad-CAM overlays: {gradcam}")
+    typer.echo(INTENDED_USE)
+    if scored == 0:
+        fail(f"nothing could be scored; the reasons are in {predictions_file}", code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    model: ModelDir = None,
+    version: Version = None,
+    data_root: DataRoot = None,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", help="Largest upload accepted (MB).", min=0.001)
+    ] = 64.0,
+) -> None:
+    """Serve predictions over HTTP (FastAPI on uvicorn): a page at / to upload a scan and see
+    P(tumour) and the Grad-CAM overlay, and a JSON API (/api/predict, /api/model, /healthz).
+    Without --model / --version it follows the registry's champion. Research use only."""
+    from braincls.predict.model import PredictError
+    from braincls.serve.app import ServeConfig, run_server
+
+    if model is not None and version is not None:
+        fail("give --model or --version, not both")
+    _quiet_defaults()
+    config = ServeConfig(
+        data_root=_data_root(data_root),
+        model_dir=model,
+        version=version,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
+    try:
+        run_server(config, host=host, port=port)
+    except PredictError as error:
+        fail(str(error))
+
+
 @app.command()
 def ingest(
     collection: Annotated[str, typer.Argument(help="TCIA collection name, e.g. UPENN-GBM.")],
@@ -504,9 +670,10 @@ def ingest(
     _quiet_defaults()
     from flows.ingest import ingest_flow
 
-    result = ingest_flow(
-        collection, modality=modality, data_root=str(_data_root(data_root)), base_url=base_url
-    )
+    with _live_progress():
+        result = ingest_flow(
+            collection, modality=modality, data_root=str(_data_root(data_root)), base_url=base_url
+        )
     typer.echo(
         f"{collection}: {result['listed']} series listed, {result['downloaded']} downloaded, "
         f"{result['skipped']} already present; raw data in {result['raw_root']}"
@@ -548,7 +715,7 @@ def retrain(
     _quiet_defaults()
     from flows.retrain import retrain_flow
 
-    with _stage_failures():
+    with _stage_failures(), _live_progress():
         result = retrain_flow(
             collections=list(collections),
             data_root=str(_data_root(data_root)),
@@ -619,7 +786,7 @@ def demo(
 
     with serve(served) as server:
         typer.echo(f"local NBIA server on {server.url}")
-        with _stage_failures():
+        with _stage_failures(), _live_progress():
             result = retrain_flow(
                 collections=[DEFAULT_COLLECTION],
                 data_root=str(root),

@@ -12,12 +12,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from braincls.common.progress import Progress
 from braincls.config import DEFAULT_MODALITY, Settings, TciaConfig
 from braincls.ingest.collection import IngestFailure, record_ingest, summarize
 from flows.failures import StageFailed, stage
 from flows.guard import check_deployment_run
 from tasks.common import ensure_global_limit, submit_bounded
 from tasks.ingest import TCIA_LIMIT, download_series, plan_collection
+from tasks.progress import forward
 
 #: Emitted at the end of every ingest run (payload: collection, new, failed, listed, data_root,
 #: base_url, modality).
@@ -100,12 +102,15 @@ def ingest_flow(
     )
     downloads = []
     failures = []
-    for series, future in zip(plan.to_download, futures, strict=True):
+    total = len(plan.to_download)
+    for done, (series, future) in enumerate(zip(plan.to_download, futures, strict=True), 1):
         try:
             result = future.result()
         except Exception as error:  # retries exhausted: count it, keep the other series
             failures.append(IngestFailure.from_exception(series, error))
             continue
+        finally:
+            forward(Progress("download", done=done, total=total, unit="series", detail=collection))
         if "download" in result:
             downloads.append(result["download"])
         else:

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from braincls.common.progress import STAGE_UNIT, Progress
 from braincls.config import PipelineConfig
 from braincls.data.stage import DatasetRecord, SourceRecord
 from braincls.train.stage import ModelRecord
@@ -23,6 +24,7 @@ from tasks.common import HOUR
 from tasks.convert import convert_dicom
 from tasks.data import import_images, preprocess_images, slice_volumes, split_dataset
 from tasks.evaluate import evaluate
+from tasks.progress import forward
 from tasks.registry import register_model
 from tasks.train import train
 from tasks.validate import validate_dataset
@@ -65,9 +67,12 @@ def _call(name: str, task: Any, *args: Any, **kwargs: Any) -> tuple[Any, str]:
     """Run stage ``name``'s task; return its result and state name (``Cached`` when it reused
     an earlier run's outputs). A failure ends the run with a message naming the stage and
     what to do."""
+    forward(Progress(name, detail="started"))
     with stage(name, WHAT_TO_DO[name]):
         state = task(*args, **kwargs, return_state=True)
-        return state.result(), state.name
+        result = state.result()
+    forward(Progress(name, unit=STAGE_UNIT, detail=state.name.lower(), finished=True))
+    return result, state.name
 
 
 def _train_remote(

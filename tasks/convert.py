@@ -16,6 +16,7 @@ from braincls.convert.privacy import resolve_pseudonymisation
 from braincls.convert.stage import run_convert
 from braincls.data.stage import SourceRecord
 from tasks.common import HOUR, TRANSIENT_IO, finished, retry_on, stage_task
+from tasks.progress import listener
 
 
 def _labels(path: str | None) -> Path | None:
@@ -57,6 +58,7 @@ def convert_dicom(
         _labels(labels),
         rule=rule,
         refresh=refresh,
+        on_progress=listener(),
     )
     record = outcome.record
     reasons = record.summary.get("set_aside_by_reason", {})

@@ -13,12 +13,14 @@ from prefect.states import State
 from prefect.task_engine import TaskRunTimeoutError
 
 from braincls.common.layout import DataLayout
+from braincls.common.progress import Progress
 from braincls.common.records import MissingStageOutput
 from braincls.config import TrainConfig
 from braincls.data.stage import DatasetRecord
 from braincls.train.fit import TrainingError
 from braincls.train.stage import ModelRecord, run_train
 from tasks.common import HOUR, finished, stage_task
+from tasks.progress import forward
 
 
 def retry_training(task: object, task_run: object, state: object) -> bool:
@@ -64,6 +66,7 @@ def train(
 
     def on_epoch_end(epoch: int, total: int, logs: dict[str, float]) -> None:
         update_progress_artifact(artifact_id=progress_id, progress=100.0 * epoch / total)
+        forward(Progress("train", done=epoch, total=total, unit="epochs", metrics=dict(logs)))
 
     outcome = run_train(
         record, DataLayout(Path(data_root)), config, on_epoch_end=on_epoch_end, refresh=refresh

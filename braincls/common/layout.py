@@ -47,6 +47,12 @@ class DataLayout:
         """Evaluation reports, one folder per run id."""
         return self.root / "reports"
 
+    @property
+    def predictions(self) -> Path:
+        """Prediction tables of scoring runs (``braincls predict``, the score flow), one folder
+        per run id."""
+        return self.root / "predictions"
+
     def relative(self, path: Path) -> str:
         """``path`` relative to the root, in POSIX form."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()

@@ -10,6 +10,7 @@ import pandas as pd
 from braincls.common.atomic import write_parquet
 from braincls.common.hashing import sha256_file, tree_listing_hash
 from braincls.common.layout import DataLayout
+from braincls.common.progress import ProgressCallback
 from braincls.common.records import RECORD_FILE, Outcome, reusable, stage_key, write_record
 from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.data.stage import SourceRecord
@@ -70,6 +71,7 @@ def run_convert(
     rule: LabelRuleConfig | None = None,
     workers: int | None = None,
     refresh: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> Outcome[SourceRecord]:
     """Convert DICOM folders (e.g. ``raw/<Collection>``) into one images manifest.
 
@@ -114,6 +116,7 @@ def run_convert(
             manifest_dir=folder / "parts" / str(index),
             refresh=refresh,
             rule=rule,
+            on_progress=on_progress,
         )
         images.append(pd.read_parquet(result.images_manifest))
         quarantine.append(pd.read_parquet(result.quarantine_table))

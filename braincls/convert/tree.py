@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, contextmanager
@@ -33,6 +33,7 @@ import pandas as pd
 
 from braincls.common.atomic import atomic_dir, write_json, write_parquet
 from braincls.common.hashing import stable_hash
+from braincls.common.progress import Progress, ProgressCallback, report
 from braincls.common.tables import IMAGE_COLUMNS, QUARANTINE_COLUMNS, coerce, empty_frame
 from braincls.config import ConvertConfig, LabelRuleConfig
 from braincls.convert.files import FileOutcome, convert_files, scan_file
@@ -348,6 +349,7 @@ def _convert_parallel(
     config: ConvertConfig,
     executor: Executor,
     workers: int,
+    on_series_done: Callable[[int], None] | None = None,
 ) -> None:
     """Convert ``pending`` units (by key) in chunks of files on ``executor``.
 
@@ -381,6 +383,8 @@ def _convert_parallel(
                 logger.info(
                     "converted series %s: %d images, %d set aside", key[:12], images, set_aside
                 )
+                if on_series_done is not None:
+                    on_series_done(len(state.unit.files))
     except BaseException as error:
         for future in futures:
             future.cancel()
@@ -775,6 +779,7 @@ def convert_tree(
     refresh: bool = False,
     rule: LabelRuleConfig | None = None,
     keep_unlabelled: bool = False,
+    on_progress: ProgressCallback | None = None,
 ) -> ConversionResult:
     """Convert every DICOM file under ``src_dir`` (any layout) into PNGs under ``out_root``.
 
@@ -792,6 +797,8 @@ def convert_tree(
     ``keep_unlabelled``: then they are in the manifest without a label, for prediction), and
     counted in :attr:`ConversionResult.unlabelled`: a later run with a labels table reconverts
     nothing.
+
+    ``on_progress`` is told the files of each series as it is converted (task ``convert``).
 
     With more than one worker, processes start from a fork server (or by spawn), which
     re-imports the caller's ``__main__`` module: a script calling this must guard its entry
@@ -832,11 +839,22 @@ def convert_tree(
             count,
         )
         pending_files = sum(len(unit.files) for unit in pending.values())
+        files_done = 0
+
+        def series_done(files: int) -> None:
+            nonlocal files_done
+            files_done += files
+            report(
+                on_progress,
+                Progress("convert", done=files_done, total=pending_files, unit="files"),
+            )
+
         if executor is None or pending_files < MIN_FILES_TO_CONVERT_IN_POOL:
             for unit in pending.values():
                 convert_series(unit, out_root, config, refresh=refresh)
+                series_done(len(unit.files))
         else:
-            _convert_parallel(pending, out_root, config, executor, count)
+            _convert_parallel(pending, out_root, config, executor, count, series_done)
 
     run_key = stable_hash(
         {

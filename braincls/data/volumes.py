@@ -496,6 +496,44 @@ def render_slice(
     return canvas
 
 
+@dataclass(frozen=True)
+class DisplayVolume:
+    """A volume ready to be rendered slice by slice: display-oriented slices, its foreground
+    and its intensity window (what training, evaluation and prediction all render from)."""
+
+    slices: OrientedSlices
+    foreground: OrientedSlices
+    window: tuple[float, float]
+    foreground_mode: str
+
+    def brain_area_mm2(self, index: int) -> float:
+        """The foreground area (mm²) of slice ``index``."""
+        return area_mm2(self.foreground.slices[index], self.foreground.pixel_spacing_mm)
+
+    def render(self, index: int, image_size_px: int) -> npt.NDArray[np.uint8]:
+        """Slice ``index`` as the 8-bit square image :func:`render_slice` makes."""
+        return render_slice(
+            self.slices.slices[index], self.window, self.slices.pixel_spacing_mm, image_size_px
+        )
+
+
+def display_volume(
+    volume: npt.NDArray[Any], affine: npt.ArrayLike, plane: Plane, config: VolumesConfig
+) -> DisplayVolume:
+    """Orient ``volume`` for display in ``plane`` and find its foreground and window (by
+    ``config``'s percentiles); non-finite voxels count as 0."""
+    if np.issubdtype(volume.dtype, np.floating) and not np.all(np.isfinite(volume)):
+        volume = np.where(np.isfinite(volume), volume, 0)
+    foreground, mode = foreground_mask(volume)
+    window = window_bounds(volume, foreground, config.percentile_low, config.percentile_high)
+    return DisplayVolume(
+        slices=orient_volume(volume, affine, plane),
+        foreground=orient_volume(foreground, affine, plane),
+        window=window,
+        foreground_mode=mode,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------------------------
@@ -752,17 +790,12 @@ def _label_sequence(
     foreground_modes: dict[str, str],
 ) -> None:
     """Label, render and write the slices of one checked volume (the mask's geometry)."""
-    if np.issubdtype(volume.dtype, np.floating) and not np.all(np.isfinite(volume)):
-        volume = np.where(np.isfinite(volume), volume, 0)
-    foreground, mode = foreground_mask(volume)
-    foreground_modes[image_path] = mode
-    window = window_bounds(volume, foreground, config.percentile_low, config.percentile_high)
-    oriented = orient_volume(volume, affine, plane)
-    oriented_foreground = orient_volume(foreground, affine, plane)
-    spacing = oriented.pixel_spacing_mm
-    for slice_index in range(oriented.slices.shape[0]):
+    shown = display_volume(volume, affine, plane, config)
+    foreground_modes[image_path] = shown.foreground_mode
+    spacing = shown.slices.pixel_spacing_mm
+    for slice_index in range(shown.slices.slices.shape[0]):
         tumour_area = tumour_areas_mm2[slice_index]
-        brain_area = area_mm2(oriented_foreground.slices[slice_index], spacing)
+        brain_area = shown.brain_area_mm2(slice_index)
         verdict = label_slice(tumour_area, brain_area, rule, other_areas_mm2[slice_index])
         if verdict.label is None:
             if verdict.reason == UNSELECTED_ONLY:
@@ -786,7 +819,7 @@ def _label_sequence(
                 )
             )
             continue
-        image = render_slice(oriented.slices[slice_index], window, spacing, config.image_size_px)
+        image = shown.render(slice_index, config.image_size_px)
         png = encode_png(image)
         sample_id = f"{case}/{sequence}/{plane}/{slice_index:03d}"
         relative_path = f"{sample_id}.png"

@@ -148,6 +148,11 @@ class ReportContext:
 # --------------------------------------------------------------------------------------------
 
 
+def _count(value: Any) -> str:
+    """A count (the metrics hold them as floats) as a whole number."""
+    return str(round(float(value)))
+
+
 def _number(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -268,11 +273,27 @@ def _metric_rows(ctx: ReportContext) -> _Table:
     return header, rows
 
 
-def _plot_block(ctx: ReportContext, key: str, caption: str) -> _Block:
+def _plot_block(ctx: ReportContext, key: str, caption: str, why_missing: str = "") -> _Block:
     path = ctx.plots.get(key)
     if path is None or not Path(path).is_file():
-        return _Paragraph(f"Not available for this run: no {key.replace('_', ' ')} image.")
+        return _Paragraph(
+            why_missing or f"Not available for this run: no {key.replace('_', ' ')} image."
+        )
     return _Image(Path(path), alt=key.replace("_", " "), caption=caption)
+
+
+def _single_class_note(ctx: ReportContext) -> str:
+    """Why ROC and PR curves are missing when the evaluated split holds one class ('' else)."""
+    counts = ctx.split_counts.get(ctx.evaluated_split, {})
+    present = [name for name in ctx.class_names if counts.get(name, 0) > 0]
+    if len(present) != 1:
+        return ""
+    shown = ", ".join(f"{counts.get(name, 0)} {name}" for name in ctx.class_names)
+    return (
+        f"Not drawn: the {ctx.evaluated_split} split holds one class only ({shown}); ROC and "
+        "precision-recall curves need both. The metrics that exist for one class are in the "
+        "table above."
+    )
 
 
 def _sections(ctx: ReportContext) -> list[tuple[str, list[_Block]]]:
@@ -355,8 +376,8 @@ def _sections(ctx: ReportContext) -> list[tuple[str, list[_Block]]]:
         threshold_blocks.append(
             _Paragraph(
                 f"At this threshold on the {ctx.evaluated_split} split: "
-                f"{_number(counts['tp'])} true positives, {_number(counts['fp'])} false "
-                f"positives, {_number(counts['tn'])} true negatives, {_number(counts['fn'])} "
+                f"{_count(counts['tp'])} true positives, {_count(counts['fp'])} false "
+                f"positives, {_count(counts['tn'])} true negatives, {_count(counts['fn'])} "
                 "false negatives."
             )
         )
@@ -482,8 +503,13 @@ def _sections(ctx: ReportContext) -> list[tuple[str, list[_Block]]]:
         (
             "ROC/PR",
             [
-                _plot_block(ctx, "roc", f"ROC curve on the {test_data}."),
-                _plot_block(ctx, "pr", f"Precision-recall curve on the {test_data}."),
+                _plot_block(ctx, "roc", f"ROC curve on the {test_data}.", _single_class_note(ctx)),
+                _plot_block(
+                    ctx,
+                    "pr",
+                    f"Precision-recall curve on the {test_data}.",
+                    _single_class_note(ctx),
+                ),
             ],
         ),
         (

@@ -88,6 +88,99 @@ def _prepare_batch(model: keras.Model, images: npt.ArrayLike) -> npt.NDArray[np.
     return batch.astype(np.float32)
 
 
+class GradcamExplainer:
+    """Grad-CAM for one model, traced once and reused for every batch (a service explains one
+    upload at a time; tracing per call would cost more than the explanation).
+
+    ``target``, ``class_index`` and ``layer_name`` are as in :func:`gradcam_heatmaps`. Requires
+    the TensorFlow backend.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer_name: str | None = None,
+        *,
+        target: Literal["positive", "negative"] = "positive",
+        class_index: int | None = None,
+    ) -> None:
+        import keras
+
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            raise GradcamError(
+                f"Grad-CAM here uses tf.GradientTape and needs the TensorFlow backend; Keras runs "
+                f"on {backend!r} (set KERAS_BACKEND=tensorflow before importing keras)"
+            )
+        import tensorflow as tf
+
+        from braincls.model.factory import single_view
+
+        # A flip-averaged model is explained through its unmirrored view.
+        self.model = single_view(model)
+        name = layer_name or find_last_conv_layer(self.model)
+        try:
+            feature_layer = self.model.get_layer(name)
+        except ValueError as error:
+            raise GradcamError(f"model {self.model.name!r} has no layer named {name!r}") from error
+        self.layer_name = name
+        gradient_model = keras.Model(
+            self.model.inputs, [feature_layer.output, self.model.outputs[0]]
+        )
+
+        # Traced as a graph, not run eagerly: TensorFlow 2.21's eager oneDNN convolution
+        # gradient corrupts the heap (measured: 2 of 3 runs of a 48 px model aborted with
+        # "free(): invalid size"); the graph kernels, which training uses, do not.
+        @tf.function(reduce_retracing=True)
+        def maps_and_gradients(chunk: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                feature_maps, predictions = gradient_model(chunk, training=False)
+                if predictions.shape[-1] == 1:
+                    score = predictions[:, 0]
+                    if target == "negative":
+                        score = 1.0 - score
+                else:
+                    if class_index is None:
+                        index = tf.argmax(predictions, axis=-1)
+                    else:
+                        index = tf.fill([tf.shape(predictions)[0]], tf.cast(class_index, tf.int64))
+                    score = tf.gather(predictions, index, axis=1, batch_dims=1)
+            gradients = tape.gradient(score, feature_maps)
+            if gradients is None:
+                raise GradcamError(
+                    f"the output does not depend on layer {name!r}; choose a layer on the path "
+                    "from input to output"
+                )
+            return feature_maps, gradients
+
+        self._maps_and_gradients = maps_and_gradients
+
+    def heatmaps(self, images: npt.ArrayLike, batch_size: int = 32) -> npt.NDArray[np.float32]:
+        """Heatmaps of shape (N, H, W), float32 in [0, 1] (see :func:`gradcam_heatmaps`)."""
+        import tensorflow as tf
+
+        if batch_size < 1:
+            raise GradcamError(f"batch_size must be at least 1, got {batch_size}")
+        batch = _prepare_batch(self.model, images)
+        height, width = batch.shape[1], batch.shape[2]
+        heatmaps: list[npt.NDArray[np.float32]] = []
+        for start in range(0, batch.shape[0], batch_size):
+            chunk = tf.convert_to_tensor(batch[start : start + batch_size])
+            feature_maps, gradients = self._maps_and_gradients(chunk)
+            if len(feature_maps.shape) != 4:
+                raise GradcamError(
+                    f"layer {self.layer_name!r} outputs shape {tuple(feature_maps.shape)}; "
+                    "Grad-CAM needs a 4-D feature map (N, H, W, C)"
+                )
+            weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * feature_maps, axis=-1))
+            cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
+            peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+            cam = tf.math.divide_no_nan(cam, peak)
+            heatmaps.append(np.asarray(cam, dtype=np.float32))
+        return np.clip(np.concatenate(heatmaps, axis=0), 0.0, 1.0)
+
+
 def gradcam_heatmaps(
     model: keras.Model,
     images: npt.ArrayLike,
@@ -104,73 +197,13 @@ def gradcam_heatmaps(
     single sigmoid output the score is P(positive) (``target="positive"``) or 1 - P
     (``"negative"``); for a multi-unit output it is unit ``class_index`` (default: the
     predicted class of each image). An image whose score has zero gradient everywhere (e.g. a
-    saturated sigmoid) gets an all-zero heatmap. Requires the TensorFlow backend.
+    saturated sigmoid) gets an all-zero heatmap. Requires the TensorFlow backend. To explain
+    many calls' worth of images with one model, keep a :class:`GradcamExplainer`.
     """
-    import keras
-
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise GradcamError(
-            f"Grad-CAM here uses tf.GradientTape and needs the TensorFlow backend; Keras runs on "
-            f"{backend!r} (set KERAS_BACKEND=tensorflow before importing keras)"
-        )
-    import tensorflow as tf
-
-    from braincls.model.factory import single_view
-
     if batch_size < 1:
         raise GradcamError(f"batch_size must be at least 1, got {batch_size}")
-    model = single_view(model)  # a flip-averaged model is explained through its unmirrored view
-    name = layer_name or find_last_conv_layer(model)
-    try:
-        feature_layer = model.get_layer(name)
-    except ValueError as error:
-        raise GradcamError(f"model {model.name!r} has no layer named {name!r}") from error
-    gradient_model = keras.Model(model.inputs, [feature_layer.output, model.outputs[0]])
-    batch = _prepare_batch(model, images)
-    height, width = batch.shape[1], batch.shape[2]
-
-    # Traced as a graph, not run eagerly: TensorFlow 2.21's eager oneDNN convolution gradient
-    # corrupts the heap (measured: 2 of 3 runs of a 48 px model aborted with "free(): invalid
-    # size"); the graph kernels, which training uses, do not.
-    @tf.function(reduce_retracing=True)
-    def maps_and_gradients(chunk: Any) -> tuple[Any, Any]:
-        with tf.GradientTape() as tape:
-            feature_maps, predictions = gradient_model(chunk, training=False)
-            if predictions.shape[-1] == 1:
-                score = predictions[:, 0]
-                if target == "negative":
-                    score = 1.0 - score
-            else:
-                if class_index is None:
-                    index = tf.argmax(predictions, axis=-1)
-                else:
-                    index = tf.fill([tf.shape(predictions)[0]], tf.cast(class_index, tf.int64))
-                score = tf.gather(predictions, index, axis=1, batch_dims=1)
-        gradients = tape.gradient(score, feature_maps)
-        if gradients is None:
-            raise GradcamError(
-                f"the output does not depend on layer {name!r}; choose a layer on the path "
-                "from input to output"
-            )
-        return feature_maps, gradients
-
-    heatmaps: list[npt.NDArray[np.float32]] = []
-    for start in range(0, batch.shape[0], batch_size):
-        chunk = tf.convert_to_tensor(batch[start : start + batch_size])
-        feature_maps, gradients = maps_and_gradients(chunk)
-        if len(feature_maps.shape) != 4:
-            raise GradcamError(
-                f"layer {name!r} outputs shape {tuple(feature_maps.shape)}; Grad-CAM needs a "
-                "4-D feature map (N, H, W, C)"
-            )
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * feature_maps, axis=-1))
-        cam = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0]
-        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        cam = tf.math.divide_no_nan(cam, peak)
-        heatmaps.append(np.asarray(cam, dtype=np.float32))
-    return np.clip(np.concatenate(heatmaps, axis=0), 0.0, 1.0)
+    explainer = GradcamExplainer(model, layer_name, target=target, class_index=class_index)
+    return explainer.heatmaps(images, batch_size=batch_size)
 
 
 def _to_gray_uint8(image: npt.ArrayLike) -> npt.NDArray[np.uint8]:

@@ -97,6 +97,30 @@ def two_classes(tmp_path: Path) -> Path:
             "braincls: error: --host 0.0.0.0: the NBIA stand-in has no authentication; bind "
             "127.0.0.1, or pass --allow-remote on a network you trust",
         ),
+        (
+            ["predict", "{two}", "--out", "{two}/p.txt"],
+            "braincls: error: --out: {two}/p.txt: write predictions to a .csv or .parquet file",
+        ),
+        (
+            ["predict", "{two}", "--data-root", "{two}/data"],
+            "braincls: error: no champion model under {two}/data/models: train one",
+        ),
+        (
+            ["predict", "{two}", "--model", "{two}/none"],
+            "braincls: error: {two}/none: model folder not found",
+        ),
+        (
+            ["predict", "{two}", "--model", "{two}", "--version", "v0001"],
+            "braincls: error: give a model folder or a registry version, not both",
+        ),
+        (
+            ["serve", "--data-root", "{two}/data"],
+            "braincls: error: no champion model under {two}/data/models: train one",
+        ),
+        (
+            ["serve", "--model", "{two}", "--version", "v0001"],
+            "braincls: error: give --model or --version, not both",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line(two_classes: Path, args: list[str], message: str) -> None:

@@ -1,8 +1,10 @@
 """Drive the system's headless Chromium over the DevTools protocol (no browser download).
 
-Just enough of the protocol for a dashboard check: open a page, wait until its rendered text
-contains what we look for, take a full-page screenshot. The websocket client is the
-``websockets`` package Prefect already depends on.
+Just enough of the protocol for page checks (the dashboard in the operations test, the
+prediction page of ``braincls serve``): open a page, wait until its rendered text contains what
+we look for, choose a file for a file input, run a script, take a full-page screenshot. The
+websocket client is the ``websockets`` package Prefect already depends on. ``tests/`` is on
+``sys.path`` through its conftest.py, so every test folder imports it as ``headless_chromium``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,21 @@ class Chromium:
         )
         result = self.call("Runtime.evaluate", {"expression": script, "returnByValue": True})
         return str(result.get("result", {}).get("value", ""))
+
+    def evaluate(self, expression: str) -> object:
+        """The value of a JavaScript expression in the page (JSON-serialisable values)."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result.get("result", {}).get("value")
+
+    def set_file(self, selector: str, path: Path) -> None:
+        """Choose ``path`` in the file input matching ``selector`` (as a user picking a file)."""
+        root = self.call("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        node = self.call("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        if not node:
+            raise AssertionError(f"no element matches {selector!r}")
+        self.call("DOM.setFileInputFiles", {"nodeId": node, "files": [str(path)]})
 
     def click_text(self, label: str) -> str:
         """Click the first innermost element whose whole text is ``label`` (e.g. a tab); return
